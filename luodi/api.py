@@ -1,0 +1,157 @@
+"""The Python API: luodi.load() and LanguageModel (generate, stream, chat) over any backend."""
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import LuodiError
+from .manifest import read_manifest, verify_files
+from .runtimes.base import Backend
+from .runtimes.decode import DecodeLoop, GenerationStats
+from .runtimes.sampling import GenerationConfig
+from .runtimes.streaming import IncrementalDecoder
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class GenerationResult:
+    """One prompt's generation: the new text and token ids, why it stopped, and timing."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    stats: GenerationStats
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (the CLI's --json output)."""
+        return {"text": self.text, "token_ids": self.token_ids, "finish_reason": self.finish_reason,
+                "stats": asdict(self.stats)}
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    hits = [text.find(s) for s in stops if s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class LanguageModel:
+    """A model ready to generate: a backend, its tokenizer and its generation defaults."""
+
+    def __init__(self, backend: Backend, tokenizer: Tokenizer, eos_ids: list[int], pad_id: int):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.eos_ids = set(eos_ids)
+        self.pad_id = pad_id
+
+    def _config(self, kwargs) -> GenerationConfig:
+        try:
+            return GenerationConfig(**kwargs).validate()
+        except TypeError as e:
+            raise LuodiError(f"bad generation option: {e}") from None
+
+    def _encode(self, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt)
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
+            return self.tokenizer.encode_chat(prompt)
+        return [int(t) for t in prompt]
+
+    def _run(self, prompts: list, config: GenerationConfig):
+        """Drive the decode loop; yields (row, text piece) as text becomes complete, returns the results."""
+        loop = DecodeLoop(self.backend, [self._encode(p) for p in prompts], config, self.eos_ids, self.pad_id)
+        decoders = [IncrementalDecoder(self.tokenizer.decode) for _ in prompts]
+        emitted = [0] * len(prompts)  # characters of each row's text already handed out (stop strings cut it)
+        for _ in loop:
+            for row, dec in enumerate(decoders):
+                if len(dec.tokens) == len(loop.tokens[row]) or emitted[row] < 0:
+                    continue
+                token = loop.tokens[row][-1]
+                if token in self.eos_ids and not config.ignore_eos:
+                    continue
+                dec.push(token)
+                text, hit = _cut_at_stop(dec.text, config.stop_strings)
+                if hit:
+                    loop.stop(row, "stop_string")
+                safe = len(text) if hit else len(text) - max((len(s) - 1 for s in config.stop_strings), default=0)
+                if safe > emitted[row]:
+                    yield row, text[emitted[row]:safe]
+                    emitted[row] = safe
+                if hit:
+                    emitted[row] = -1
+        results = []
+        for row, dec in enumerate(decoders):
+            if emitted[row] >= 0:
+                dec.flush()
+                text, _ = _cut_at_stop(dec.text, config.stop_strings)
+                if len(text) > emitted[row]:
+                    yield row, text[emitted[row]:]
+            text, _ = _cut_at_stop(dec.text, config.stop_strings)
+            results.append(GenerationResult(text, loop.tokens[row], loop.finish_reasons[row], loop.stats))
+        return results
+
+    def generate(self, prompt, **kwargs):
+        """Generate for one prompt (str, token ids or chat messages) or a list of prompts (batched, left-padded).
+
+        Keyword arguments are GenerationConfig fields: max_new_tokens, do_sample, temperature, top_k, top_p,
+        repetition_penalty, seed, stop_token_ids, stop_strings, ignore_eos. Greedy unless sampling is asked.
+        """
+        batch = isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list))
+        prompts = prompt if batch else [prompt]
+        run = self._run(prompts, self._config(kwargs))
+        while True:
+            try:
+                next(run)
+            except StopIteration as done:
+                return done.value if batch else done.value[0]
+
+    def stream(self, prompt, **kwargs):
+        """Yield the generated text piece by piece (never splitting a character); one prompt only."""
+        for _, piece in self._run([prompt], self._config(kwargs)):
+            yield piece
+
+    def chat(self, messages: list[dict], **kwargs) -> GenerationResult:
+        """Generate a reply to chat messages through the model's chat template."""
+        return self.generate([messages], **kwargs)[0]
+
+
+def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[int], int]:
+    eos = manifest_generation.get("eos_token_ids") or [tokenizer.eos_token_id]
+    pad = manifest_generation.get("pad_token_id")
+    return [e for e in eos if e is not None], pad if pad is not None else eos[0]
+
+
+def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True):
+    """See luodi.load."""
+    folder = Path(path_or_name)
+    if (folder / "manifest.json").is_file() and backend != "torch":
+        manifest = read_manifest(folder)
+        verify_files(folder, manifest, checksums=verify)
+        kind = backend or manifest["backend"]
+        if kind != "ort":
+            raise LuodiError(f"backend {kind!r} is not available; this build supports: ort, torch")
+        from .runtimes.onnxruntime import OrtBackend
+
+        runtime = OrtBackend(folder / manifest["model_file"], {**manifest["spec"]}, threads=threads)
+        tokenizer = Tokenizer(folder)
+        return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
+    if backend not in (None, "torch"):
+        raise LuodiError(f"{path_or_name}: not an export folder (no manifest.json); export it first, "
+                         "or use backend='torch' for the transformers reference")
+    return _load_reference(str(path_or_name), threads)
+
+
+def _load_reference(spec: str, threads: int | None):
+    import torch
+
+    from .exporters import _generation_defaults
+    from .exporters.spec import spec_from_config
+    from .loaders import resolve
+    from .loaders.hf_folder import load_reference
+    from .runtimes.torch_ref import TorchReferenceBackend
+
+    if threads:
+        torch.set_num_threads(threads)
+    source = resolve(spec)
+    model = load_reference(source.hf_dir)
+    tokenizer = Tokenizer(source.hf_dir)
+    generation = _generation_defaults(source.hf_dir, tokenizer.eos_token_id)
+    runtime = TorchReferenceBackend(model, spec_from_config(model.config).max_context)
+    return LanguageModel(runtime, tokenizer, *_eos_and_pad(generation, tokenizer))

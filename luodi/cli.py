@@ -1,0 +1,150 @@
+"""The `luodi` command line: export, generate, bench, models. Errors print one line and exit non-zero."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import LuodiError
+
+
+def _add_sampling(p):
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="luodi", description="Export decoder-only LLMs and run them fast.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("export", help="export a model (folder, .gguf or registry name) for a target")
+    p.add_argument("model")
+    p.add_argument("--target", default="ort")
+    p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
+    p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
+    p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
+
+    p = sub.add_parser("generate", help="generate text with an export folder")
+    p.add_argument("model", help="export folder (or, with --backend torch, any model source)")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    p.add_argument("--backend", choices=["ort", "torch"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
+    _add_sampling(p)
+
+    p = sub.add_parser("bench", help="time TTFT, decode tokens/s and peak RSS")
+    p.add_argument("model")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt")
+    src.add_argument("--prompt-file", type=Path)
+    src.add_argument("--prompt-tokens", type=int, help="a synthetic English prompt of N tokens")
+    src.add_argument("--workload", choices=["W1", "W2"], help="an anchor-kit workload (same ids as the anchors)")
+    p.add_argument("--chat", action="store_true")
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--ignore-eos", action="store_true", help="suppress EOS so exactly --new-tokens are made")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", choices=["ort", "torch"])
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("models", help="list the named models in configs/models/")
+    return ap
+
+
+def _cmd_export(args) -> int:
+    from .exporters import export_model
+
+    out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
+                       progress=not args.json)
+    manifest = json.loads((out / "manifest.json").read_text())
+    summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
+               "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
+    print(json.dumps(summary) if args.json else
+          f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; max |logit diff| vs transformers "
+          f"{summary['parity']['max_abs_diff']:.2e})")
+    return 0
+
+
+def _sampling_kwargs(args) -> dict:
+    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+            "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
+            "stop_strings": args.stop}
+
+
+def _cmd_generate(args) -> int:
+    import luodi
+
+    lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
+    prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+    kwargs = _sampling_kwargs(args)
+    if args.json:
+        result = lm.generate([prompt] if args.chat else prompt, **kwargs)
+        result = result[0] if isinstance(result, list) else result
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return 0
+    run = lm._run([prompt], lm._config(kwargs))
+    while True:
+        try:
+            _, piece = next(run)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        except StopIteration as done:
+            stats = done.value[0].stats
+            break
+    print()
+    print(f"[{stats.new_tokens} tokens; TTFT {stats.ttft_s * 1e3:.1f} ms; "
+          f"decode {stats.decode_tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import luodi
+
+    from .bench import anchor_workload, run_bench, synthetic_prompt, timed_load
+
+    lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads))
+    new_tokens = args.new_tokens
+    if args.workload:
+        ids, new_tokens = anchor_workload(args.workload)
+    elif args.prompt_tokens:
+        ids = synthetic_prompt(lm.tokenizer, args.prompt_tokens)
+    else:
+        text = args.prompt_file.read_text() if args.prompt_file else (args.prompt or "What is the capital of France?")
+        ids = lm.tokenizer.encode_chat([{"role": "user", "content": text}]) if args.chat else lm.tokenizer.encode(text)
+    report = run_bench(lm, ids, new_tokens, args.repeat, ignore_eos=args.ignore_eos or bool(args.workload))
+    report |= {"model": str(args.model), "load_s": load_s, "threads": args.threads}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.model} [{report['backend']}, {args.threads} threads]: prompt {report['prompt_tokens']} tokens, "
+              f"{report['new_tokens']} new; TTFT {report['ttft_s'] * 1e3:.1f} ms; decode "
+              f"{report['decode_tokens_per_s']:.1f} tokens/s; peak RSS {report['peak_rss_mb']:.0f} MB "
+              f"(medians of {args.repeat} after a warm-up; load {load_s:.2f} s)")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .loaders.registry import model_configs
+
+    for name, entry in model_configs().items():
+        print(f"{name:16} {entry.get('description', '')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the `luodi` command."""
+    args = _parser().parse_args(argv)
+    handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "models": _cmd_models}
+    try:
+        return handler[args.command](args)
+    except LuodiError as e:
+        print(f"luodi: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("luodi: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,173 @@
+"""The canonical decoder: one small PyTorch module that every supported family maps onto.
+
+luodi traces this module, not the transformers model, so an export does not break when transformers
+rewrites its modeling code; the transformers model stays the parity reference. Its interface is the
+ONNX graph's: (input_ids, attention_mask, position_ids, past key/values) -> (logits, present key/values),
+with the KV cache as explicit tensors [batch, kv_heads, past, head_dim] and present = concat(past, new).
+"""
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .spec import DecoderSpec
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight, as Llama, Qwen2 and Phi-3 compute it."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def _norm(spec: DecoderSpec) -> nn.Module:
+    return RMSNorm(spec.hidden_size, spec.norm_eps) if spec.norm == "rms" else nn.LayerNorm(
+        spec.hidden_size, eps=spec.norm_eps)
+
+
+def _activation(name: str, x):
+    if name == "silu":
+        return F.silu(x)
+    return F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate-half rotary embedding on the first cos.shape[-1] channels of x [b, h, s, d]."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = (x, None) if rot == x.shape[-1] else (x[..., :rot], x[..., rot:])
+    x1, x2 = x_rot[..., : rot // 2], x_rot[..., rot // 2:]
+    out = x_rot * cos + torch.cat([-x2, x1], dim=-1) * sin
+    return out if x_pass is None else torch.cat([out, x_pass], dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query attention over an explicit, concatenated KV cache."""
+
+    def __init__(self, spec: DecoderSpec, qkv_bias: bool, o_bias: bool):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
+        self.q_proj = nn.Linear(spec.hidden_size, spec.num_heads * spec.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(spec.hidden_size, spec.num_kv_heads * spec.head_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(spec.num_heads * spec.head_dim, spec.hidden_size, bias=o_bias)
+        self.scale = 1.0 / math.sqrt(spec.head_dim)
+
+    def forward(self, x, rotary, allowed, past_k, past_v):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if rotary is not None:
+            q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        k = torch.cat([past_k, k], dim=2)
+        v = torch.cat([past_v, v], dim=2)
+        groups = self.num_heads // self.num_kv_heads
+        kk, vv = k, v
+        if groups > 1:
+            total = k.shape[2]
+            kk = k[:, :, None].expand(b, self.num_kv_heads, groups, total, self.head_dim).reshape(
+                b, self.num_heads, total, self.head_dim)
+            vv = v[:, :, None].expand(b, self.num_kv_heads, groups, total, self.head_dim).reshape(
+                b, self.num_heads, total, self.head_dim)
+        scores = torch.matmul(q, kk.transpose(-1, -2)) * self.scale
+        scores = torch.where(allowed, scores, torch.finfo(scores.dtype).min)
+        out = torch.matmul(torch.softmax(scores, dim=-1), vv)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim)), k, v
+
+
+class MLP(nn.Module):
+    """down(act(gate(x)) * up(x)) for gated families, fc_out(act(fc_in(x))) otherwise."""
+
+    def __init__(self, spec: DecoderSpec, intermediate: int, bias: bool):
+        super().__init__()
+        self.activation, self.gated = spec.activation, spec.gated_mlp
+        if self.gated:
+            self.gate_proj = nn.Linear(spec.hidden_size, intermediate, bias=bias)
+        self.up_proj = nn.Linear(spec.hidden_size, intermediate, bias=bias)
+        self.down_proj = nn.Linear(intermediate, spec.hidden_size, bias=bias)
+
+    def forward(self, x):
+        if self.gated:
+            return self.down_proj(_activation(self.activation, self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(_activation(self.activation, self.up_proj(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, spec: DecoderSpec, intermediate: int, qkv_bias: bool, o_bias: bool, mlp_bias: bool):
+        super().__init__()
+        self.input_norm = _norm(spec)
+        self.attn = Attention(spec, qkv_bias, o_bias)
+        self.post_attn_norm = _norm(spec)
+        self.mlp = MLP(spec, intermediate, mlp_bias)
+
+    def forward(self, x, rotary, allowed, past_k, past_v):
+        h, k, v = self.attn(self.input_norm(x), rotary, allowed, past_k, past_v)
+        x = x + h
+        return x + self.mlp(self.post_attn_norm(x)), k, v
+
+
+class CanonicalDecoder(nn.Module):
+    """The decoder luodi exports; see the module docstring for its interface."""
+
+    def __init__(self, spec: DecoderSpec, intermediate: int, *, qkv_bias=False, o_bias=False, mlp_bias=False,
+                 inv_freq: torch.Tensor | None = None, rope_scaling: float = 1.0):
+        super().__init__()
+        self.spec = spec
+        if spec.tie_word_embeddings:  # one [hidden, vocab] matrix serves the embedding and the LM head
+            self.lm_head_weight_t = nn.Parameter(torch.empty(spec.hidden_size, spec.vocab_size))
+        else:
+            self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
+            self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
+        if spec.positions == "learned":
+            self.embed_positions = nn.Embedding(spec.max_context, spec.hidden_size)
+        else:
+            self.register_buffer("inv_freq", inv_freq.float().clone(), persistent=False)
+            self.rope_scaling = float(rope_scaling)
+        self.layers = nn.ModuleList(
+            Block(spec, intermediate, qkv_bias, o_bias, mlp_bias) for _ in range(spec.num_layers))
+        self.final_norm = _norm(spec)
+
+    def _embed(self, input_ids):
+        if not self.spec.tie_word_embeddings:
+            return self.embed_tokens(input_ids)
+        b, s = input_ids.shape
+        return self.lm_head_weight_t.index_select(1, input_ids.reshape(-1)).t().reshape(b, s, -1)
+
+    def _lm_head(self, x):
+        if not self.spec.tie_word_embeddings:
+            return self.lm_head(x)
+        return torch.matmul(x, self.lm_head_weight_t)
+
+    def _rotary(self, position_ids):
+        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+        return emb.cos() * self.rope_scaling, emb.sin() * self.rope_scaling
+
+    def forward(self, input_ids, attention_mask, position_ids, past_key_values):
+        """Logits for every input position and the present KV cache (past + this step's keys/values)."""
+        seq = input_ids.shape[1]
+        total = attention_mask.shape[1]
+        x = self._embed(input_ids)
+        rotary = None
+        if self.spec.positions == "learned":
+            x = x + self.embed_positions(position_ids)
+        else:
+            rotary = self._rotary(position_ids)
+        # query i sits at cache slot past + i and sees slots <= its own that the mask keeps
+        q_slot = torch.arange(seq, device=input_ids.device)[:, None] + (total - seq)
+        k_slot = torch.arange(total, device=input_ids.device)[None, :]
+        allowed = (k_slot <= q_slot)[None, None] & (attention_mask[:, None, None, :] > 0)
+        presents = []
+        for layer, (past_k, past_v) in zip(self.layers, past_key_values):
+            x, k, v = layer(x, rotary, allowed, past_k, past_v)
+            presents.append((k, v))
+        return self._lm_head(self.final_norm(x)), presents

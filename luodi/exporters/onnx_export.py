@@ -1,0 +1,90 @@
+"""Trace the canonical decoder to one ONNX graph that serves prefill and decode.
+
+Inputs: input_ids [batch, sequence], attention_mask [batch, total_sequence], position_ids [batch, sequence],
+past_key_values.{i}.key|value [batch, kv_heads, past_sequence, head_dim]. Outputs: logits
+[batch, sequence, vocab], present.{i}.key|value [batch, kv_heads, total_sequence, head_dim].
+"""
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from .decoder import CanonicalDecoder
+
+OPSET = 18
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+
+
+def io_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """The graph's input and output names, in order."""
+    kv = [(i, kind) for i in range(num_layers) for kind in ("key", "value")]
+    inputs = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{i}.{k}" for i, k in kv]
+    outputs = ["logits"] + [f"present.{i}.{k}" for i, k in kv]
+    return inputs, outputs
+
+
+def _sample_inputs(model: CanonicalDecoder):
+    """Example inputs with every dynamic dimension > 1, so the tracer keeps them symbolic."""
+    spec = model.spec
+    batch, seq, past = 2, 3, 4
+    ids = torch.zeros(batch, seq, dtype=torch.int64)
+    mask = torch.ones(batch, past + seq, dtype=torch.int64)
+    pos = torch.arange(past, past + seq).expand(batch, seq).contiguous()
+    kv = [tuple(torch.zeros(batch, spec.num_kv_heads, past, spec.head_dim) for _ in range(2))
+          for _ in range(spec.num_layers)]
+    return ids, mask, pos, kv
+
+
+def _dynamic_shapes(num_layers: int) -> dict:
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    past = torch.export.Dim("past_sequence")
+    return {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: torch.export.Dim.DYNAMIC},
+            "position_ids": {0: batch, 1: seq},
+            "past_key_values": [({0: batch, 2: past}, {0: batch, 2: past}) for _ in range(num_layers)]}
+
+
+def _name_total_dim(model) -> None:
+    """Give the attention mask's and the presents' length the readable name 'total_sequence'."""
+    import onnx_ir as ir
+
+    for value in list(model.graph.inputs) + list(model.graph.outputs):
+        if value.name == "attention_mask" or value.name.startswith("present."):
+            dims = list(value.shape)
+            axis = 1 if value.name == "attention_mask" else 2
+            dims[axis] = ir.SymbolicDim("total_sequence")
+            value.shape = ir.Shape(dims)
+
+
+def trace_to_onnx(model: CanonicalDecoder):
+    """Trace the canonical decoder into an in-memory onnx_ir.Model (weights still in torch memory)."""
+    inputs, outputs = io_names(model.spec.num_layers)
+    quiet = io.StringIO()
+    # torch.onnx prints progress and warns about optional packages (torchvision); keep the CLI clean
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, _sample_inputs(model), dynamo=True, opset_version=OPSET,
+                                    dynamic_shapes=_dynamic_shapes(model.spec.num_layers),
+                                    input_names=inputs, output_names=outputs, optimize=False, verbose=False)
+    _name_total_dim(program.model)
+    return program.model
+
+
+def save_onnx(model, out_dir: Path) -> Path:
+    """Write an onnx_ir.Model to out_dir/model.onnx with all weights in out_dir/model.onnx.data, then check it."""
+    import onnx_ir as ir
+
+    path = Path(out_dir) / MODEL_FILE
+    ir.save(model, str(path), external_data=DATA_FILE)
+    produced = sorted(p.name for p in Path(out_dir).iterdir() if p.name.startswith(MODEL_FILE))
+    if produced != [MODEL_FILE, DATA_FILE]:
+        raise RuntimeError(f"unexpected export files: {produced}")
+    import onnx
+
+    onnx.checker.check_model(str(path))
+    return path

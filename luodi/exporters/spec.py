@@ -1,0 +1,93 @@
+"""DecoderSpec: the shape of a decoder-only model, read once from a Hugging Face config."""
+
+from dataclasses import asdict, dataclass
+
+from ..errors import UnsupportedArchitectureError
+from ..families import family_of
+
+_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                "gelu": "gelu"}
+_STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Everything the canonical decoder and the runtimes need to know about a model's structure."""
+
+    model_type: str
+    family: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    norm: str
+    norm_eps: float
+    positions: str
+    activation: str
+    gated_mlp: bool
+    max_context: int
+    tie_word_embeddings: bool
+
+    def to_dict(self) -> dict:
+        """Plain-dict form, for the manifest."""
+        return asdict(self)
+
+
+def _sliding_window(config) -> int | None:
+    """The attention window, where the model restricts attention to one; None if it attends to all."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    if config.model_type == "qwen2" and "sliding_attention" not in (getattr(config, "layer_types", None) or []):
+        return None
+    return int(window)
+
+
+def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
+    """Read a DecoderSpec from a transformers config, refusing features the canonical decoder lacks.
+
+    The max context defaults to the model's own (capped at its sliding window, so that attention over
+    the whole context is exactly what the model does).
+    """
+    fam = family_of(config.model_type)
+    if fam.positions == "rope":
+        rope = getattr(config, "rope_parameters", None) or {}
+        rope_type = rope.get("rope_type", "default")
+        if rope_type not in _STATIC_ROPE:
+            raise UnsupportedArchitectureError(
+                f"rope type {rope_type!r} is not supported (supported: {', '.join(sorted(_STATIC_ROPE))})")
+    if config.model_type == "gpt2" and (config.scale_attn_by_inverse_layer_idx or config.reorder_and_upcast_attn
+                                        or not config.scale_attn_weights):
+        raise UnsupportedArchitectureError("gpt2 attention-scaling variants are not supported")
+    act_name = config.activation_function if config.model_type == "gpt2" else config.hidden_act
+    if act_name not in _ACTIVATIONS:
+        raise UnsupportedArchitectureError(f"activation {act_name!r} is not supported")
+    hidden = config.hidden_size
+    heads = config.num_attention_heads
+    limit = config.max_position_embeddings
+    window = _sliding_window(config)
+    if window:
+        limit = min(limit, window)
+    if max_context is not None:
+        if max_context < 1 or max_context > limit:
+            raise UnsupportedArchitectureError(f"max context {max_context} is outside 1..{limit} for this model")
+        limit = max_context
+    return DecoderSpec(
+        model_type=config.model_type,
+        family=fam.name,
+        vocab_size=config.vocab_size,
+        hidden_size=hidden,
+        num_layers=config.num_hidden_layers,
+        num_heads=heads,
+        num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or hidden // heads,
+        norm=fam.norm,
+        norm_eps=float(config.layer_norm_epsilon if fam.norm == "layer" else config.rms_norm_eps),
+        positions=fam.positions,
+        activation=_ACTIVATIONS[act_name],
+        gated_mlp=fam.gated_mlp,
+        max_context=int(limit),
+        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+    )

@@ -1,0 +1,92 @@
+"""Build the canonical decoder from a transformers model: map each family's weights onto it."""
+
+import torch
+
+from .decoder import CanonicalDecoder
+from .spec import DecoderSpec, spec_from_config
+
+
+def _linear(w, b=None):
+    return {"weight": w} | ({"bias": b} if b is not None else {})
+
+
+def _llama_like_layer(layer, spec: DecoderSpec) -> dict:
+    """Llama, Mistral, Qwen2 (q/k/v bias) and Phi-3 (fused qkv_proj and gate_up_proj)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    out = {"input_norm.weight": layer.input_layernorm.weight,
+           "post_attn_norm.weight": layer.post_attention_layernorm.weight}
+    if hasattr(attn, "qkv_proj"):
+        q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+        q, k, v = attn.qkv_proj.weight.split([q_size, kv_size, kv_size], dim=0)
+        projections = {"q_proj": _linear(q), "k_proj": _linear(k), "v_proj": _linear(v)}
+    else:
+        projections = {n: _linear(getattr(attn, n).weight, getattr(attn, n).bias)
+                       for n in ("q_proj", "k_proj", "v_proj")}
+    projections["o_proj"] = _linear(attn.o_proj.weight, attn.o_proj.bias)
+    for name, params in projections.items():
+        out.update({f"attn.{name}.{p}": t for p, t in params.items()})
+    if hasattr(mlp, "gate_up_proj"):
+        gate, up = mlp.gate_up_proj.weight.chunk(2, dim=0)
+        mlp_params = {"gate_proj": _linear(gate), "up_proj": _linear(up)}
+    else:
+        mlp_params = {n: _linear(getattr(mlp, n).weight, getattr(mlp, n).bias) for n in ("gate_proj", "up_proj")}
+    mlp_params["down_proj"] = _linear(mlp.down_proj.weight, mlp.down_proj.bias)
+    for name, params in mlp_params.items():
+        out.update({f"mlp.{name}.{p}": t for p, t in params.items()})
+    return out
+
+
+def _gpt2_layer(block, spec: DecoderSpec) -> dict:
+    """GPT-2 stores Conv1D weights as [in, out]: transpose them into Linear layout."""
+    h = spec.hidden_size
+    q, k, v = block.attn.c_attn.weight.t().split([h, h, h], dim=0)
+    qb, kb, vb = block.attn.c_attn.bias.split([h, h, h], dim=0)
+    return {
+        "input_norm.weight": block.ln_1.weight, "input_norm.bias": block.ln_1.bias,
+        "post_attn_norm.weight": block.ln_2.weight, "post_attn_norm.bias": block.ln_2.bias,
+        "attn.q_proj.weight": q, "attn.q_proj.bias": qb, "attn.k_proj.weight": k, "attn.k_proj.bias": kb,
+        "attn.v_proj.weight": v, "attn.v_proj.bias": vb,
+        "attn.o_proj.weight": block.attn.c_proj.weight.t(), "attn.o_proj.bias": block.attn.c_proj.bias,
+        "mlp.up_proj.weight": block.mlp.c_fc.weight.t(), "mlp.up_proj.bias": block.mlp.c_fc.bias,
+        "mlp.down_proj.weight": block.mlp.c_proj.weight.t(), "mlp.down_proj.bias": block.mlp.c_proj.bias,
+    }
+
+
+def _layer_biases(params: dict) -> dict:
+    return {"qkv_bias": "attn.q_proj.bias" in params, "o_bias": "attn.o_proj.bias" in params,
+            "mlp_bias": "mlp.down_proj.bias" in params}
+
+
+def canonical_from_hf(hf_model, max_context: int | None = None) -> CanonicalDecoder:
+    """A CanonicalDecoder holding the weights of a transformers causal LM, in fp32 and eval mode."""
+    spec = spec_from_config(hf_model.config, max_context)
+    if spec.family == "gpt2":
+        body = hf_model.transformer
+        layers = [_gpt2_layer(b, spec) for b in body.h]
+        embed, final_norm = body.wte, body.ln_f
+        inv_freq, scaling = None, 1.0
+        intermediate = body.h[0].mlp.c_fc.weight.shape[1]
+    else:
+        body = hf_model.model
+        layers = [_llama_like_layer(layer, spec) for layer in body.layers]
+        embed, final_norm = body.embed_tokens, body.norm
+        inv_freq, scaling = body.rotary_emb.inv_freq, body.rotary_emb.attention_scaling
+        intermediate = layers[0]["mlp.down_proj.weight"].shape[1]
+    model = CanonicalDecoder(spec, intermediate, inv_freq=inv_freq, rope_scaling=scaling, **_layer_biases(layers[0]))
+    state = {"final_norm.weight": final_norm.weight}
+    if spec.tie_word_embeddings:
+        state["lm_head_weight_t"] = embed.weight.t()
+    else:
+        state |= {"embed_tokens.weight": embed.weight, "lm_head.weight": hf_model.lm_head.weight}
+    if spec.norm == "layer":
+        state["final_norm.bias"] = final_norm.bias
+    if spec.positions == "learned":
+        state["embed_positions.weight"] = body.wpe.weight[: spec.max_context]
+    for i, params in enumerate(layers):
+        state.update({f"layers.{i}.{k}": v for k, v in params.items()})
+    with torch.no_grad():
+        state = {k: v.detach().float().contiguous() for k, v in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
+    return model.eval()

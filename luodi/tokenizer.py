@@ -1,0 +1,69 @@
+"""The model's tokenizer without transformers: tokenizer.json through `tokenizers`, the chat template
+through jinja2. Plain prompts encode exactly as the Hugging Face tokenizer does by default."""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from .errors import CorruptModelError
+
+
+def _template_env():
+    from jinja2 import StrictUndefined  # noqa: F401  (imported for parity with transformers' environment)
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, indent=indent, ensure_ascii=False)
+    env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
+    return env
+
+
+class Tokenizer:
+    """Encode, decode and apply the chat template of an export folder's tokenizer files."""
+
+    def __init__(self, folder: Path):
+        from tokenizers import Tokenizer as FastTokenizer
+
+        folder = Path(folder)
+        try:
+            self._tok = FastTokenizer.from_file(str(folder / "tokenizer.json"))
+            config = json.loads((folder / "tokenizer_config.json").read_text()) if (
+                folder / "tokenizer_config.json").is_file() else {}
+        except Exception as e:
+            raise CorruptModelError(f"{folder}: cannot read the tokenizer ({e})") from None
+        template_file = folder / "chat_template.jinja"
+        self.chat_template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
+        self.special = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+        self.eos_token_id = self.token_id(self.special["eos_token"])
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+
+    def token_id(self, token: str | None) -> int | None:
+        """The id of a token string, or None."""
+        return None if token is None else self._tok.token_to_id(token)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of text; with add_special_tokens, as the Hugging Face tokenizer's default call."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        """Text of token ids (special tokens dropped by default, as in generated output)."""
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The chat template applied to messages, as transformers' apply_chat_template(tokenize=False)."""
+        if not self.chat_template:
+            raise CorruptModelError("this model has no chat template")
+        template = _template_env().from_string(self.chat_template)
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """Token ids of a chat prompt (the template supplies the special tokens, so none are added)."""
+        return self.encode(self.render_chat(messages), add_special_tokens=False)
+
+
+def _token_text(value) -> str | None:
+    return value.get("content") if isinstance(value, dict) else value

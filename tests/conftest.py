@@ -1,0 +1,47 @@
+"""Shared fixtures: exports of every tiny family (seconds each) and of SmolLM2-135M (a few minutes, once).
+
+Models and conversions are cached in $LUODI_CACHE (default ~/.cache/luodi); export folders go to a
+temporary folder per test session, so every run exports afresh.
+"""
+
+import pytest
+
+TINY = ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gpt2"]
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory):
+    """Export a named model once per session; returns the export folder."""
+    from luodi.exporters import export_model
+
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            done[name] = export_model(name, out=tmp_path_factory.mktemp("exports") / f"{name}-ort", progress=False)
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The transformers model and tokenizer of a named model (cached per session)."""
+    from luodi.loaders import resolve
+    from luodi.loaders.hf_folder import load_reference, load_reference_tokenizer
+
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            source = resolve(name)
+            done[name] = (load_reference(source.hf_dir), load_reference_tokenizer(source.hf_dir))
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(params=TINY)
+def tiny(request):
+    """Each tiny family's name in turn."""
+    return request.param
