@@ -7,15 +7,8 @@
 
 __version__ = "0.1.0"
 
+from .api import LanguageModel, load  # noqa: E402
 from .errors import LuodiError  # noqa: E402
 
 
-def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True):
-    """A LanguageModel for an export folder (backend from its manifest) or, with backend="torch", for any
-    model source (folder, .gguf, registry name) run by the transformers reference."""
-    from .api import load as _load
-
-    return _load(path_or_name, backend=backend, threads=threads, verify=verify)
-
-
-__all__ = ["load", "LuodiError", "__version__"]
+__all__ = ["load", "LanguageModel", "LuodiError", "__version__"]

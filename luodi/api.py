@@ -94,22 +94,43 @@ class LanguageModel:
         repetition_penalty, seed, stop_token_ids, stop_strings, ignore_eos. Greedy unless sampling is asked.
         """
         batch = isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list))
-        prompts = prompt if batch else [prompt]
-        run = self._run(prompts, self._config(kwargs))
-        while True:
-            try:
-                next(run)
-            except StopIteration as done:
-                return done.value if batch else done.value[0]
+        stream = TextStream(self._run(prompt if batch else [prompt], self._config(kwargs)))
+        for _ in stream:
+            pass
+        return stream.results if batch else stream.results[0]
 
-    def stream(self, prompt, **kwargs):
-        """Yield the generated text piece by piece (never splitting a character); one prompt only."""
-        for _, piece in self._run([prompt], self._config(kwargs)):
-            yield piece
+    def stream(self, prompt, **kwargs) -> "TextStream":
+        """Iterate the generated text piece by piece (never splitting a character); one prompt only.
+
+        After the iteration, the stream's `result` holds the GenerationResult (token ids, stats).
+        """
+        return TextStream(self._run([prompt], self._config(kwargs)))
 
     def chat(self, messages: list[dict], **kwargs) -> GenerationResult:
         """Generate a reply to chat messages through the model's chat template."""
         return self.generate([messages], **kwargs)[0]
+
+
+class TextStream:
+    """Text pieces of a running generation; `results` (and `result`, the first) are set when it ends."""
+
+    def __init__(self, run):
+        self._run = run
+        self.results: list[GenerationResult] | None = None
+
+    @property
+    def result(self) -> GenerationResult | None:
+        """The first (for stream(): the only) prompt's result, once the iteration has ended."""
+        return self.results[0] if self.results else None
+
+    def __iter__(self):
+        while True:
+            try:
+                _, piece = next(self._run)
+            except StopIteration as done:
+                self.results = done.value
+                return
+            yield piece
 
 
 def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[int], int]:
@@ -119,7 +140,8 @@ def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[
 
 
 def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True):
-    """See luodi.load."""
+    """A LanguageModel for an export folder (backend from its manifest; files checked against it unless
+    verify=False) or, with backend="torch", for any model source run by the transformers reference."""
     folder = Path(path_or_name)
     if (folder / "manifest.json").is_file() and backend != "torch":
         manifest = read_manifest(folder)

@@ -87,16 +87,12 @@ def _cmd_generate(args) -> int:
         result = result[0] if isinstance(result, list) else result
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0
-    run = lm._run([prompt], lm._config(kwargs))
-    while True:
-        try:
-            _, piece = next(run)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        except StopIteration as done:
-            stats = done.value[0].stats
-            break
+    stream = lm.stream(prompt, **kwargs)
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
     print()
+    stats = stream.result.stats
     print(f"[{stats.new_tokens} tokens; TTFT {stats.ttft_s * 1e3:.1f} ms; "
           f"decode {stats.decode_tokens_per_s:.1f} tokens/s]", file=sys.stderr)
     return 0

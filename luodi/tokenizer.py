@@ -9,7 +9,6 @@ from .errors import CorruptModelError
 
 
 def _template_env():
-    from jinja2 import StrictUndefined  # noqa: F401  (imported for parity with transformers' environment)
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

