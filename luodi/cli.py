@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="ort")
     p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
     p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
+    p.add_argument("--passes", help="edit the target's pass list: 'list' shows it; 'a,b' replaces it; "
+                                    "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
 
     p = sub.add_parser("generate", help="generate text with an export folder")
@@ -57,10 +59,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_export(args) -> int:
-    from .exporters import export_model
+    from .exporters import export_model, target_config
+    from .passes import PASSES
 
+    if args.passes == "list":
+        default = target_config(args.target).get("passes", [])
+        print(f"target {args.target}: {', '.join(default)}")
+        for name, cls in PASSES.items():
+            print(f"  {name:18} {cls.description}")
+        return 0
     out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
-                       progress=not args.json)
+                       progress=not args.json, passes=args.passes)
     manifest = json.loads((out / "manifest.json").read_text())
     summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
                "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -47,20 +48,27 @@ def _generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> dict:
             "bos_token_id": gen.get("bos_token_id")}
 
 
+def op_histogram(model) -> dict[str, int]:
+    """{op type (domain-qualified when not the default domain): count} of an onnx_ir.Model's main graph."""
+    return dict(Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph).most_common())
+
+
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, passes: str | None = None) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
 
-    The folder appears only when everything succeeded, including the parity check against transformers.
+    `passes` edits the target's pass list (see luodi.passes.resolve_pipeline). The folder appears only
+    when everything succeeded, including the parity check against transformers.
     """
     from ..loaders import resolve
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
-    from ..passes import run_passes
+    from ..passes import resolve_pipeline, run_passes
     from .onnx_export import OPSET, io_names, save_onnx, trace_to_onnx
     from .parity import check_parity
     from .weights import canonical_from_hf
 
     config = target_config(target)
+    pipeline = resolve_pipeline(config.get("passes", []), passes)
     out = Path(out) if out else default_out(model, target)
     _check_out(out)
     stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", "parity check",
@@ -75,7 +83,9 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         stages.next()
         graph = trace_to_onnx(canonical)
         stages.next()
-        pass_counts = run_passes(graph, config.get("passes", []))
+        ops_before = op_histogram(graph)
+        pass_counts = run_passes(graph, pipeline)
+        ops_after = op_histogram(graph)
         stages.next()
         save_onnx(graph, tmp)
         del graph, canonical
@@ -96,6 +106,9 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             "target": target, "backend": config["backend"], "precision": config.get("precision", "fp32"),
             "opset": OPSET, "model_file": "model.onnx", "max_context": spec.max_context, "spec": spec.to_dict(),
             "io": {"inputs": inputs, "outputs": outputs, "kv_layout": "[batch, kv_heads, past_sequence, head_dim]"},
-            "passes": pass_counts, "tokenizer_files": tokenizer_files, "generation": generation, "parity": parity,
+            "passes": pass_counts, "logits": "last" if pass_counts.get("last_token_logits") else "all",
+            "graph": {"nodes_before_passes": sum(ops_before.values()), "nodes": sum(ops_after.values()),
+                      "ops_before_passes": ops_before, "ops": ops_after},
+            "tokenizer_files": tokenizer_files, "generation": generation, "parity": parity,
         })
     return out

@@ -18,6 +18,9 @@ from .decoder import CanonicalDecoder
 OPSET = 18
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
+# ONNX Runtime registers these in the default domain although the ONNX spec has no such op, so the
+# ONNX checker rejects graphs that use them
+ORT_OPS_IN_DEFAULT_DOMAIN = {"SimplifiedLayerNormalization"}
 
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
@@ -86,5 +89,6 @@ def save_onnx(model, out_dir: Path) -> Path:
         raise RuntimeError(f"unexpected export files: {produced}")
     import onnx
 
-    onnx.checker.check_model(str(path))
+    if not any(n.op_type in ORT_OPS_IN_DEFAULT_DOMAIN and n.domain == "" for n in model.graph):
+        onnx.checker.check_model(str(path))  # ONNX Runtime's load in the parity check covers the other case
     return path

@@ -1,13 +1,50 @@
-"""Graph passes over the exported ONNX model, one pass per file, run in the order a target config lists."""
+"""Graph passes over the exported ONNX model, one pass per file, run in the order a target's config
+(configs/targets/<target>.yaml) lists them; `luodi export --passes` edits that list."""
 
-from .cleanup import cleanup
+from ..errors import LuodiError
+from .cleanup import Cleanup
+from .fuse_gelu import FuseGelu
+from .fuse_rms_norm import FuseRmsNorm
+from .fuse_skip_norm import FuseSkipNorm
+from .last_token_logits import LastTokenLogits
+from .pack_matmuls import PackMatMuls
 
-PASSES = {"cleanup": cleanup}
+PASSES = {p.name: p for p in (Cleanup, FuseRmsNorm, FuseSkipNorm, FuseGelu, PackMatMuls, LastTokenLogits)}
+
+
+def resolve_pipeline(default: list, edit: str | None) -> list:
+    """The pass list after an edit: 'a,b' replaces it; '-a' drops a pass, '+a' appends one (comma-separated)."""
+    names = list(default)
+    if not edit:
+        return names
+    items = [i.strip() for i in edit.split(",") if i.strip()]
+    if all(i[0] not in "+-" for i in items):
+        names = items
+    else:
+        for item in items:
+            op, name = item[0], item[1:]
+            if op == "-" and name in names:
+                names.remove(name)
+            elif op == "+" and name not in names:
+                names.append(name)
+            elif op not in "+-":
+                raise LuodiError(f"--passes: mix of plain and +/- entries in {edit!r}")
+    unknown = [n for n in names if n not in PASSES]
+    if unknown:
+        raise LuodiError(f"unknown pass(es) {', '.join(unknown)}; available: {', '.join(PASSES)}")
+    return names
 
 
 def run_passes(model, names: list[str]) -> dict[str, int]:
-    """Apply the named passes to an onnx_ir.Model in place; returns each pass's change count."""
-    unknown = [n for n in names if n not in PASSES]
-    if unknown:
-        raise ValueError(f"unknown pass(es) {unknown}; available: {', '.join(PASSES)}")
-    return {name: PASSES[name](model) for name in names}
+    """Apply the named passes to an onnx_ir.Model in place, in order; returns each pass's match count
+    (a pass that runs again is reported as name#2, name#3, ...)."""
+    counts = {}
+    for name in resolve_pipeline(names, None):
+        graph_pass = PASSES[name]()
+        graph_pass(model)
+        key, n = name, 1
+        while key in counts:
+            n += 1
+            key = f"{name}#{n}"
+        counts[key] = graph_pass.count
+    return counts

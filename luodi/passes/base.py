@@ -1,0 +1,48 @@
+"""The pass contract: onnx-ir's in-place pass, which also records how many times it changed the graph."""
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common
+from onnxscript.rewriter import pattern
+
+
+class LuodiPass(ir.passes.InPlacePass):
+    """A named graph pass; `count` holds how many matches it rewrote in its last run."""
+
+    name = ""
+    description = ""
+
+    def __init__(self, **options):
+        super().__init__()
+        self.options = options
+        self.count = 0
+
+    def apply(self, model: ir.Model) -> int:
+        """Rewrite the model in place; return the number of matches rewritten."""
+        raise NotImplementedError
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.count = self.apply(model)
+        return ir.passes.PassResult(model, modified=self.count > 0)
+
+
+class RewritePass(LuodiPass):
+    """A pass made of onnxscript rewrite rules (each: pattern + check + rewrite)."""
+
+    def rules(self) -> list:
+        """The rewrite rules this pass applies."""
+        raise NotImplementedError
+
+    def apply(self, model: ir.Model) -> int:
+        count = pattern.RewriteRuleSet(self.rules()).apply_to_model(model)
+        if count:
+            common.RemoveUnusedNodesPass()(model)
+        return count
+
+
+def scalar(value: ir.Value):
+    """The Python scalar a constant value holds (a 0-d or one-element tensor), else None."""
+    const = ir.convenience.get_const_tensor(value)
+    if const is None:
+        return None
+    array = const.numpy()
+    return array.reshape(-1)[0].item() if array.size == 1 else None
