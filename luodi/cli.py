@@ -1,4 +1,5 @@
-"""The `luodi` command line: export, generate, bench, models. Errors print one line and exit non-zero."""
+"""The `luodi` command line: export, generate, bench, inspect, models. Errors print one line and exit
+non-zero."""
 
 import argparse
 import json
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", choices=["ort", "torch"])
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight and KV bytes of an export")
+    p.add_argument("model", type=Path, help="export folder or .onnx file")
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="list the named models in configs/models/")
@@ -133,6 +138,14 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_inspect(args) -> int:
+    from .inspect import format_report, inspect_model
+
+    report = inspect_model(args.model)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .loaders.registry import model_configs
 
@@ -144,7 +157,8 @@ def _cmd_models(args) -> int:
 def main(argv=None) -> int:
     """Entry point of the `luodi` command."""
     args = _parser().parse_args(argv)
-    handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "models": _cmd_models}
+    handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
+               "models": _cmd_models}
     try:
         return handler[args.command](args)
     except LuodiError as e:

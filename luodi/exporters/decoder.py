@@ -148,9 +148,10 @@ class CanonicalDecoder(nn.Module):
         return torch.matmul(x, self.lm_head_weight_t)
 
     def _rotary(self, position_ids):
+        """cos and sin [batch, 1, seq, rotary_dim], built from their (equal) halves [batch, seq, rotary_dim/2]."""
         freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
-        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
-        return emb.cos() * self.rope_scaling, emb.sin() * self.rope_scaling
+        cos, sin = freqs.cos() * self.rope_scaling, freqs.sin() * self.rope_scaling
+        return torch.cat([cos, cos], dim=-1)[:, None], torch.cat([sin, sin], dim=-1)[:, None]
 
     def forward(self, input_ids, attention_mask, position_ids, past_key_values):
         """Logits for every input position and the present KV cache (past + this step's keys/values)."""

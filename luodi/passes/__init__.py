@@ -3,13 +3,16 @@
 
 from ..errors import LuodiError
 from .cleanup import Cleanup
+from .fuse_attention import FuseAttention
 from .fuse_gelu import FuseGelu
 from .fuse_rms_norm import FuseRmsNorm
+from .fuse_rotary import FuseRotary
 from .fuse_skip_norm import FuseSkipNorm
 from .last_token_logits import LastTokenLogits
 from .pack_matmuls import PackMatMuls
 
-PASSES = {p.name: p for p in (Cleanup, FuseRmsNorm, FuseSkipNorm, FuseGelu, PackMatMuls, LastTokenLogits)}
+PASSES = {p.name: p for p in (Cleanup, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseRotary, FuseAttention, PackMatMuls,
+                                   LastTokenLogits)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

@@ -26,8 +26,9 @@ def model(nodes, inputs, outputs, initializers, opset=18):
 
 
 def run(m, feeds):
-    """Outputs of an onnx_ir.Model under ONNX Runtime CPU."""
-    session = ort.InferenceSession(ir.to_proto(m).SerializeToString(), providers=["CPUExecutionProvider"])
+    """Outputs of an onnx_ir.Model under ONNX Runtime CPU (weights in external files are read in first)."""
+    proto = ir.to_proto(ir.external_data.load_to_model(m))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 
 

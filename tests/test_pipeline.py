@@ -1,0 +1,72 @@
+"""The ort pass pipeline on whole models: each fusion matches the expected number of times (a silent
+non-match fails), pipeline edits, and `luodi inspect`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from luodi.errors import LuodiError
+from luodi.manifest import read_manifest
+from luodi.passes import resolve_pipeline
+
+
+def _expected(layers: int, family: str) -> dict:
+    if family == "gpt2":
+        return {"fuse_rms_norm": 0, "fuse_skip_norm": 2 * layers + 1, "fuse_gelu": layers, "fuse_rotary": 0,
+                "fuse_attention": layers, "pack_matmuls": layers, "last_token_logits": 1}
+    return {"fuse_rms_norm": 2 * layers + 1, "fuse_skip_norm": 2 * layers, "fuse_gelu": 0, "fuse_rotary": 2 * layers,
+            "fuse_attention": layers, "pack_matmuls": 2 * layers, "last_token_logits": 1}
+
+
+def _check_counts(folder):
+    manifest = read_manifest(folder)
+    spec = manifest["spec"]
+    passes = {k: v for k, v in manifest["passes"].items() if not k.startswith("cleanup")}
+    assert passes == _expected(spec["num_layers"], spec["family"])
+    graph = manifest["graph"]
+    assert graph["nodes"] * 2 <= graph["nodes_before_passes"]
+
+
+def test_tiny_fusion_counts(tiny, export_dir):
+    _check_counts(export_dir(tiny))
+
+
+@pytest.mark.smollm2
+def test_smollm2_fusion_counts(export_dir):
+    _check_counts(export_dir("smollm2-135m"))
+
+
+def test_pipeline_edits():
+    default = ["cleanup", "fuse_rms_norm", "last_token_logits"]
+    assert resolve_pipeline(default, "-last_token_logits") == ["cleanup", "fuse_rms_norm"]
+    assert resolve_pipeline(default, "-fuse_rms_norm,+pack_matmuls") == ["cleanup", "last_token_logits",
+                                                                         "pack_matmuls"]
+    assert resolve_pipeline(default, "cleanup") == ["cleanup"]
+    with pytest.raises(LuodiError, match="unknown pass.*fuse_everything"):
+        resolve_pipeline(default, "+fuse_everything")
+
+
+def test_all_logits_kept_when_the_pass_is_dropped(tmp_path):
+    import luodi
+    from luodi.exporters import export_model
+
+    out = export_model("tiny-llama", out=tmp_path / "all", passes="-last_token_logits", progress=False)
+    manifest = read_manifest(out)
+    assert manifest["logits"] == "all" and "last_token_logits" not in manifest["passes"]
+    assert luodi.load(out).generate("Hello", max_new_tokens=4).token_ids
+
+
+def test_inspect_cli(export_dir):
+    folder = export_dir("tiny-qwen2")
+    proc = subprocess.run([sys.executable, "-m", "luodi", "inspect", str(folder), "--json"], capture_output=True,
+                          text=True)
+    report = json.loads(proc.stdout)
+    assert report["nodes"] < report["nodes_before_passes"]
+    assert report["fused_ops"]["Attention"] == 2 and report["fused_ops"]["RotaryEmbedding"] == 4
+    assert report["kv_bytes_at_max_context"] == 2 * 2 * 2 * 16 * 256 * 4
+    assert report["weight_bytes"] > 0 and report["passes"]["fuse_attention"] == 2
+    text = subprocess.run([sys.executable, "-m", "luodi", "inspect", str(folder / "model.onnx")],
+                          capture_output=True, text=True).stdout
+    assert "nodes:" in text and "Attention" in text
