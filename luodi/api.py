@@ -55,35 +55,36 @@ class LanguageModel:
         return [int(t) for t in prompt]
 
     def _run(self, prompts: list, config: GenerationConfig):
-        """Drive the decode loop; yields (row, text piece) as text becomes complete, returns the results."""
+        """Drive the decode loop; yields (row, text piece) as text becomes complete, returns the results.
+
+        A row's text is held back by (longest stop string - 1) characters until it ends, so a stop string
+        is never partly streamed before it is recognised and cut.
+        """
         loop = DecodeLoop(self.backend, [self._encode(p) for p in prompts], config, self.eos_ids, self.pad_id)
         decoders = [IncrementalDecoder(self.tokenizer.decode) for _ in prompts]
-        emitted = [0] * len(prompts)  # characters of each row's text already handed out (stop strings cut it)
+        consumed = [0] * len(prompts)  # tokens of each row already given to its decoder
+        emitted = [0] * len(prompts)  # characters of each row's text already handed out
+        hold = max((len(s) - 1 for s in config.stop_strings), default=0)
         for _ in loop:
             for row, dec in enumerate(decoders):
-                if len(dec.tokens) == len(loop.tokens[row]) or emitted[row] < 0:
-                    continue
-                token = loop.tokens[row][-1]
-                if token in self.eos_ids and not config.ignore_eos:
-                    continue
-                dec.push(token)
+                for token in loop.tokens[row][consumed[row]:]:
+                    if config.ignore_eos or token not in self.eos_ids:
+                        dec.push(token)
+                consumed[row] = len(loop.tokens[row])
                 text, hit = _cut_at_stop(dec.text, config.stop_strings)
                 if hit:
                     loop.stop(row, "stop_string")
-                safe = len(text) if hit else len(text) - max((len(s) - 1 for s in config.stop_strings), default=0)
+                safe = len(text) if hit else len(text) - hold
                 if safe > emitted[row]:
                     yield row, text[emitted[row]:safe]
                     emitted[row] = safe
-                if hit:
-                    emitted[row] = -1
         results = []
         for row, dec in enumerate(decoders):
-            if emitted[row] >= 0:
+            if loop.finish_reasons[row] != "stop_string":
                 dec.flush()
-                text, _ = _cut_at_stop(dec.text, config.stop_strings)
-                if len(text) > emitted[row]:
-                    yield row, text[emitted[row]:]
             text, _ = _cut_at_stop(dec.text, config.stop_strings)
+            if len(text) > emitted[row]:
+                yield row, text[emitted[row]:]
             results.append(GenerationResult(text, loop.tokens[row], loop.finish_reasons[row], loop.stats))
         return results
 

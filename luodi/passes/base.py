@@ -26,7 +26,12 @@ class LuodiPass(ir.passes.InPlacePass):
 
 
 class RewritePass(LuodiPass):
-    """A pass made of onnxscript rewrite rules (each: pattern + check + rewrite)."""
+    """A pass made of onnxscript rewrite rules (each: pattern + check + rewrite).
+
+    `min_opset`: the default-domain opset the ops it emits need; the model's is raised to it on a match.
+    """
+
+    min_opset: int | None = None
 
     def rules(self) -> list:
         """The rewrite rules this pass applies."""
@@ -36,6 +41,8 @@ class RewritePass(LuodiPass):
         count = pattern.RewriteRuleSet(self.rules()).apply_to_model(model)
         if count:
             common.RemoveUnusedNodesPass()(model)
+            if self.min_opset and model.opset_imports.get("", 0) < self.min_opset:
+                model.opset_imports[""] = model.graph.opset_imports[""] = self.min_opset
         return count
 
 

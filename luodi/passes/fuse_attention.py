@@ -57,13 +57,8 @@ class _Attention(pattern.RewriteRuleClassBase):
 class FuseAttention(RewritePass):
     name = "fuse_attention"
     description = "scaled dot-product attention with KV concat -> opset-23 Attention"
+    min_opset = ATTENTION_OPSET
 
     def rules(self):
         return [_Attention.rule(grouped=True), _Attention.rule(grouped=False)]
 
-    def apply(self, model: ir.Model) -> int:
-        count = super().apply(model)
-        if count:
-            model.opset_imports[""] = max(model.opset_imports.get("", 0), ATTENTION_OPSET)
-            model.graph.opset_imports[""] = model.opset_imports[""]
-        return count

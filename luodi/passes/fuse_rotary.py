@@ -60,13 +60,8 @@ class _Rotary(pattern.RewriteRuleClassBase):
 class FuseRotary(RewritePass):
     name = "fuse_rotary"
     description = "rotate-half rotary embedding -> opset-23 RotaryEmbedding"
+    min_opset = ATTENTION_OPSET
 
     def rules(self):
         return [_Rotary.rule()]
 
-    def apply(self, model: ir.Model) -> int:
-        count = super().apply(model)
-        if count:
-            model.opset_imports[""] = max(model.opset_imports.get("", 0), ATTENTION_OPSET)
-            model.graph.opset_imports[""] = model.opset_imports[""]
-        return count
