@@ -12,19 +12,20 @@ from luodi.manifest import read_manifest
 from luodi.passes import resolve_pipeline
 
 
-def _expected(layers: int, family: str) -> dict:
+def _expected(layers: int, family: str, full_rotary: bool) -> dict:
     if family == "gpt2":
         return {"fuse_rms_norm": 0, "fuse_skip_norm": 2 * layers + 1, "fuse_gelu": layers, "fuse_rotary": 0,
-                "fuse_attention": layers, "pack_matmuls": layers, "last_token_logits": 1}
+                "fuse_attention": layers, "attention_3d": layers, "pack_matmuls": layers, "last_token_logits": 1}
     return {"fuse_rms_norm": 2 * layers + 1, "fuse_skip_norm": 2 * layers, "fuse_gelu": 0, "fuse_rotary": 2 * layers,
-            "fuse_attention": layers, "pack_matmuls": 2 * layers, "last_token_logits": 1}
+            "fuse_attention": layers, "attention_3d": layers if full_rotary else 0, "pack_matmuls": 2 * layers,
+            "last_token_logits": 1}
 
 
 def _check_counts(folder):
     manifest = read_manifest(folder)
     spec = manifest["spec"]
     passes = {k: v for k, v in manifest["passes"].items() if not k.startswith("cleanup")}
-    assert passes == _expected(spec["num_layers"], spec["family"])
+    assert passes == _expected(spec["num_layers"], spec["family"], spec["rotary_dim"] == spec["head_dim"])
     graph = manifest["graph"]
     assert graph["nodes"] * 2 <= graph["nodes_before_passes"]
 

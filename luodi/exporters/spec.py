@@ -29,6 +29,7 @@ class DecoderSpec:
     gated_mlp: bool
     max_context: int
     tie_word_embeddings: bool
+    rotary_dim: int  # channels of each head the rotary embedding turns (0: learned positions)
 
     def to_dict(self) -> dict:
         """Plain-dict form, for the manifest."""
@@ -66,6 +67,12 @@ def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
         raise UnsupportedArchitectureError(f"activation {act_name!r} is not supported")
     hidden = config.hidden_size
     heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    rotary_dim = 0
+    if fam.positions == "rope":
+        rope = getattr(config, "rope_parameters", None) or {}
+        factor = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None)) or 1.0
+        rotary_dim = int(head_dim * factor)
     limit = config.max_position_embeddings
     window = _sliding_window(config)
     if window:
@@ -82,7 +89,7 @@ def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
         num_layers=config.num_hidden_layers,
         num_heads=heads,
         num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
-        head_dim=getattr(config, "head_dim", None) or hidden // heads,
+        head_dim=head_dim,
         norm=fam.norm,
         norm_eps=float(config.layer_norm_epsilon if fam.norm == "layer" else config.rms_norm_eps),
         positions=fam.positions,
@@ -90,4 +97,5 @@ def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
         gated_mlp=fam.gated_mlp,
         max_context=int(limit),
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        rotary_dim=rotary_dim,
     )

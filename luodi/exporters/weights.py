@@ -71,6 +71,8 @@ def canonical_from_hf(hf_model, max_context: int | None = None) -> CanonicalDeco
         layers = [_llama_like_layer(layer, spec) for layer in body.layers]
         embed, final_norm = body.embed_tokens, body.norm
         inv_freq, scaling = body.rotary_emb.inv_freq, body.rotary_emb.attention_scaling
+        if 2 * inv_freq.numel() != spec.rotary_dim:
+            raise RuntimeError(f"rotary dims disagree: config says {spec.rotary_dim}, model has {2 * inv_freq.numel()}")
         intermediate = layers[0]["mlp.down_proj.weight"].shape[1]
     model = CanonicalDecoder(spec, intermediate, inv_freq=inv_freq, rope_scaling=scaling, **_layer_biases(layers[0]))
     state = {"final_norm.weight": final_norm.weight}

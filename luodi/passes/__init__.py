@@ -2,6 +2,7 @@
 (configs/targets/<target>.yaml) lists them; `luodi export --passes` edits that list."""
 
 from ..errors import LuodiError
+from .attention_3d import Attention3d
 from .cleanup import Cleanup
 from .fuse_attention import FuseAttention
 from .fuse_gelu import FuseGelu
@@ -11,8 +12,8 @@ from .fuse_skip_norm import FuseSkipNorm
 from .last_token_logits import LastTokenLogits
 from .pack_matmuls import PackMatMuls
 
-PASSES = {p.name: p for p in (Cleanup, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseRotary, FuseAttention, PackMatMuls,
-                                   LastTokenLogits)}
+PASSES = {p.name: p for p in (Cleanup, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseRotary, FuseAttention, Attention3d,
+                                   PackMatMuls, LastTokenLogits)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

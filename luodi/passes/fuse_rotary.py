@@ -2,7 +2,9 @@
 
 Matches the rotate-half form the canonical decoder traces on a [batch, heads, sequence, head_dim] tensor:
 x * cos + concat(-x[..., half:], x[..., :half]) * sin, where cos = unsqueeze(concat(c, c), 1) is built from
-its half c [batch, sequence, head_dim / 2] (likewise sin): the op takes those halves directly.
+its half c [batch, sequence, head_dim / 2] (likewise sin): the op takes those halves directly. With
+partial rotary (Phi-3 style) only the rotated slice is fused; the slice/concat around it stays (ONNX
+Runtime 1.32 rejects RotaryEmbedding's rotary_embedding_dim on 4-D input), so attention_3d skips it.
 """
 
 import numpy as np

@@ -57,7 +57,10 @@ class OrtBackend(Backend):
                 binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
             binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:  # ORT raises its own types; turn them into one clear line
+            raise LuodiError(f"ONNX Runtime failed to run the model: {str(e).splitlines()[0][:300]}") from None
         outputs = binding.get_outputs()
         state.cache = outputs[1:]
         state.past_length += input_ids.shape[1]

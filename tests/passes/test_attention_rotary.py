@@ -7,6 +7,7 @@ import pytest
 
 from luodi.exporters import export_model
 from luodi.passes import run_passes
+from luodi.passes.attention_3d import Attention3d
 from luodi.passes.fuse_attention import FuseAttention
 from luodi.passes.fuse_rotary import FuseRotary
 
@@ -94,3 +95,25 @@ def test_full_pipeline_after_attention_and_rotary(traced):
     counts = run_passes(model, ["fuse_rms_norm", "fuse_skip_norm", "fuse_rotary", "fuse_attention", "pack_matmuls"])
     assert counts == {"fuse_rms_norm": 5, "fuse_skip_norm": 4, "fuse_rotary": 4, "fuse_attention": 2,
                       "pack_matmuls": 4}
+
+
+class _Pipeline:
+    """Several passes as one (for _apply): the count is the last pass's."""
+
+    def __init__(self, *passes):
+        self.passes, self.count = passes, 0
+
+    def __call__(self, model):
+        for graph_pass in self.passes:
+            graph_pass(model)
+        self.count = self.passes[-1].count
+
+
+def test_attention_3d_drops_the_head_reshapes(traced):
+    count, ops = _apply(traced, _Pipeline(FuseRotary(), FuseAttention(), Attention3d()))
+    assert count == 2 and ops.count("Attention") == 2 and "Transpose" not in ops
+
+
+def test_attention_3d_needs_the_fused_attention(traced):
+    count, ops = _apply(traced, _Pipeline(FuseRotary(), Attention3d()))
+    assert count == 0 and "Attention" not in ops
