@@ -3,7 +3,6 @@ passes when the export's manifest records them), each pass's match count, the fu
 KV-cache bytes at max context."""
 
 import json
-from collections import Counter
 from pathlib import Path
 
 from .errors import CorruptModelError
@@ -11,14 +10,13 @@ from .manifest import MANIFEST
 
 FUSED_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "SkipLayerNormalization",
              "FastGelu", "RotaryEmbedding", "Attention", "GroupQueryAttention", "MultiHeadAttention"}
-_DTYPE_BYTES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
 
 
 def _load(path: Path):
-    import onnx
+    import onnx_ir as ir
 
     try:
-        return onnx.load(str(path), load_external_data=False)
+        return ir.load(str(path))  # external weights are referenced, not read
     except Exception as e:
         raise CorruptModelError(f"{path}: not a readable ONNX model ({e})") from None
 
@@ -30,17 +28,15 @@ def inspect_model(target: Path) -> dict:
     onnx_path = target / (manifest["model_file"] if manifest else "model.onnx") if target.is_dir() else target
     if not onnx_path.is_file():
         raise CorruptModelError(f"{target}: no ONNX model found")
+    from .passes.base import op_histogram
+
     model = _load(onnx_path)
-    ops = Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph.node)
-    weight_bytes = 0
-    for init in model.graph.initializer:
-        count = 1
-        for d in init.dims:
-            count *= d
-        weight_bytes += count * _DTYPE_BYTES.get(init.data_type, 4)
-    report = {"model": str(onnx_path), "nodes": sum(ops.values()), "ops": dict(ops.most_common()),
+    ops = op_histogram(model)
+    weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    report = {"model": str(onnx_path), "nodes": sum(ops.values()), "ops": ops,
               "fused_ops": {k: v for k, v in ops.items() if k.split(".")[-1] in FUSED_OPS or "." in k},
-              "weight_bytes": weight_bytes, "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import}}
+              "weight_bytes": weight_bytes,
+              "opset": {domain or "ai.onnx": version for domain, version in model.opset_imports.items()}}
     if manifest:
         spec = manifest["spec"]
         report |= {"passes": manifest.get("passes", {}),

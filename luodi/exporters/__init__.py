@@ -2,7 +2,6 @@
 
 import json
 import logging
-from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -48,11 +47,6 @@ def _generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> dict:
             "bos_token_id": gen.get("bos_token_id")}
 
 
-def op_histogram(model) -> dict[str, int]:
-    """{op type (domain-qualified when not the default domain): count} of an onnx_ir.Model's main graph."""
-    return dict(Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph).most_common())
-
-
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
                  progress: bool = True, passes: str | None = None) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
@@ -63,6 +57,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     from ..loaders import resolve
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
     from ..passes import resolve_pipeline, run_passes
+    from ..passes.base import op_histogram
     from .onnx_export import OPSET, io_names, save_onnx, trace_to_onnx
     from .parity import check_parity
     from .weights import canonical_from_hf

@@ -8,8 +8,7 @@ they are and uses Attention's 3-D output in place of the merge: eight fewer node
 
 from onnxscript.rewriter import pattern
 
-from .base import RewritePass
-from .fuse_attention import ATTENTION_OPSET
+from .base import FUSED_OPS_OPSET, RewritePass
 
 _HEADS = [0, 2, 1, 3]
 
@@ -55,7 +54,7 @@ class _Attention3d(pattern.RewriteRuleClassBase):
 class Attention3d(RewritePass):
     name = "attention_3d"
     description = "fused Attention/RotaryEmbedding on [batch, seq, hidden]: no per-head Reshape/Transpose"
-    min_opset = ATTENTION_OPSET
+    min_opset = FUSED_OPS_OPSET
 
     def rules(self):
         return [_Attention3d.rule(rotary=True), _Attention3d.rule(rotary=False)]

@@ -1,8 +1,13 @@
 """The pass contract: onnx-ir's in-place pass, which also records how many times it changed the graph."""
 
+from collections import Counter
+
 import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
+
+# the default-domain opset of the standard fused ops (Attention, RotaryEmbedding) passes emit
+FUSED_OPS_OPSET = 23
 
 
 class LuodiPass(ir.passes.InPlacePass):
@@ -11,9 +16,8 @@ class LuodiPass(ir.passes.InPlacePass):
     name = ""
     description = ""
 
-    def __init__(self, **options):
+    def __init__(self):
         super().__init__()
-        self.options = options
         self.count = 0
 
     def apply(self, model: ir.Model) -> int:
@@ -44,6 +48,11 @@ class RewritePass(LuodiPass):
             if self.min_opset and model.opset_imports.get("", 0) < self.min_opset:
                 model.opset_imports[""] = model.graph.opset_imports[""] = self.min_opset
         return count
+
+
+def op_histogram(model: ir.Model) -> dict[str, int]:
+    """{op type (domain-qualified when not the default domain): count} of a model's main graph."""
+    return dict(Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph).most_common())
 
 
 def scalar(value: ir.Value):

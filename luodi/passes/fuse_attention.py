@@ -10,9 +10,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from .base import RewritePass, scalar
-
-ATTENTION_OPSET = 23
+from .base import FUSED_OPS_OPSET, RewritePass, scalar
 
 
 class _Attention(pattern.RewriteRuleClassBase):
@@ -57,8 +55,7 @@ class _Attention(pattern.RewriteRuleClassBase):
 class FuseAttention(RewritePass):
     name = "fuse_attention"
     description = "scaled dot-product attention with KV concat -> opset-23 Attention"
-    min_opset = ATTENTION_OPSET
+    min_opset = FUSED_OPS_OPSET
 
     def rules(self):
         return [_Attention.rule(grouped=True), _Attention.rule(grouped=False)]
-

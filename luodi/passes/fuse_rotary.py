@@ -11,8 +11,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from .base import RewritePass, scalar
-from .fuse_attention import ATTENTION_OPSET
+from .base import FUSED_OPS_OPSET, RewritePass, scalar
 
 
 def _int(value) -> int | None:
@@ -62,8 +61,7 @@ class _Rotary(pattern.RewriteRuleClassBase):
 class FuseRotary(RewritePass):
     name = "fuse_rotary"
     description = "rotate-half rotary embedding -> opset-23 RotaryEmbedding"
-    min_opset = ATTENTION_OPSET
+    min_opset = FUSED_OPS_OPSET
 
     def rules(self):
         return [_Rotary.rule()]
-
