@@ -152,7 +152,8 @@ def load(path_or_name, backend: str | None = None, threads: int | None = None, v
             raise LuodiError(f"backend {kind!r} is not available; this build supports: ort, torch")
         from .runtimes.onnxruntime import OrtBackend
 
-        runtime = OrtBackend(folder / manifest["model_file"], {**manifest["spec"]}, threads=threads)
+        runtime = OrtBackend(folder / manifest["model_file"], {**manifest["spec"]}, threads=threads,
+                             kv_cache=manifest.get("kv_cache", "concat"))
         tokenizer = Tokenizer(folder)
         return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
     if backend not in (None, "torch"):

@@ -12,20 +12,24 @@ from luodi.manifest import read_manifest
 from luodi.passes import resolve_pipeline
 
 
-def _expected(layers: int, family: str, full_rotary: bool) -> dict:
+def _expected(spec: dict) -> dict:
+    layers, family = spec["num_layers"], spec["family"]
+    full_rotary = spec["rotary_dim"] == spec["head_dim"]
+    common = {"embedding_gather": int(spec["tie_word_embeddings"]), "fuse_attention": layers, "last_token_logits": 1}
     if family == "gpt2":
-        return {"fuse_rms_norm": 0, "fuse_skip_norm": 2 * layers + 1, "fuse_gelu": layers, "fuse_rotary": 0,
-                "fuse_attention": layers, "attention_3d": layers, "pack_matmuls": layers, "last_token_logits": 1}
-    return {"fuse_rms_norm": 2 * layers + 1, "fuse_skip_norm": 2 * layers, "fuse_gelu": 0, "fuse_rotary": 2 * layers,
-            "fuse_attention": layers, "attention_3d": layers if full_rotary else 0, "pack_matmuls": 2 * layers,
-            "last_token_logits": 1}
+        return {**common, "fuse_rms_norm": 0, "fuse_skip_norm": 2 * layers + 1, "fuse_gelu": layers, "fuse_silu": 0,
+                "fuse_rotary": 0, "attention_3d": layers, "pack_matmuls": layers, "inplace_kv_cache": layers}
+    return {**common, "fuse_rms_norm": 2 * layers + 1, "fuse_skip_norm": 2 * layers, "fuse_gelu": 0,
+            "fuse_silu": layers, "fuse_rotary": 2 * layers, "attention_3d": layers if full_rotary else 0,
+            "pack_matmuls": 2 * layers, "inplace_kv_cache": layers if full_rotary else 0}
 
 
 def _check_counts(folder):
     manifest = read_manifest(folder)
     spec = manifest["spec"]
     passes = {k: v for k, v in manifest["passes"].items() if not k.startswith("cleanup")}
-    assert passes == _expected(spec["num_layers"], spec["family"], spec["rotary_dim"] == spec["head_dim"])
+    assert passes == _expected(spec)
+    assert manifest["kv_cache"] == ("shared_buffer" if passes["inplace_kv_cache"] else "concat")
     graph = manifest["graph"]
     assert graph["nodes"] * 2 <= graph["nodes_before_passes"]
 
@@ -65,7 +69,7 @@ def test_inspect_cli(export_dir):
                           text=True)
     report = json.loads(proc.stdout)
     assert report["nodes"] < report["nodes_before_passes"]
-    assert report["fused_ops"]["Attention"] == 2 and report["fused_ops"]["RotaryEmbedding"] == 4
+    assert report["fused_ops"]["com.microsoft.GroupQueryAttention"] == 2 and "RotaryEmbedding" not in report["ops"]
     assert report["kv_bytes_at_max_context"] == 2 * 2 * 2 * 16 * 256 * 4
     assert report["weight_bytes"] > 0 and report["passes"]["fuse_attention"] == 2
     text = subprocess.run([sys.executable, "-m", "luodi", "inspect", str(folder / "model.onnx")],

@@ -47,6 +47,13 @@ def _generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> dict:
             "bos_token_id": gen.get("bos_token_id")}
 
 
+def _kv_cache_layout(inplace_layers: int, layers: int) -> str:
+    """'shared_buffer' when every layer's attention writes its KV cache in place, 'concat' when none does."""
+    if inplace_layers not in (0, layers):
+        raise LuodiError(f"inplace_kv_cache rewrote {inplace_layers} of {layers} layers; a model needs all or none")
+    return "shared_buffer" if inplace_layers else "concat"
+
+
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
                  progress: bool = True, passes: str | None = None) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
@@ -80,6 +87,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         stages.next()
         ops_before = op_histogram(graph)
         pass_counts = run_passes(graph, pipeline)
+        kv_cache = _kv_cache_layout(pass_counts.get("inplace_kv_cache", 0), spec.num_layers)
         ops_after = op_histogram(graph)
         stages.next()
         save_onnx(graph, tmp)
@@ -89,7 +97,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         from ..tokenizer import Tokenizer
 
         generation = _generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id)
-        parity = check_parity(tmp, spec.to_dict(), hf_model)
+        parity = check_parity(tmp, spec.to_dict(), hf_model, kv_cache)
         if parity["max_abs_diff"] > LOGITS_TOLERANCE:
             raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
                              f"> {LOGITS_TOLERANCE}")
@@ -101,6 +109,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             "target": target, "backend": config["backend"], "precision": config.get("precision", "fp32"),
             "opset": OPSET, "model_file": "model.onnx", "max_context": spec.max_context, "spec": spec.to_dict(),
             "io": {"inputs": inputs, "outputs": outputs, "kv_layout": "[batch, kv_heads, past_sequence, head_dim]"},
+            "kv_cache": kv_cache,
             "passes": pass_counts, "logits": "last" if pass_counts.get("last_token_logits") else "all",
             "graph": {"nodes_before_passes": sum(ops_before.values()), "nodes": sum(ops_after.values()),
                       "ops_before_passes": ops_before, "ops": ops_after},

@@ -129,9 +129,10 @@ class CanonicalDecoder(nn.Module):
             self.lm_head = nn.Linear(spec.hidden_size, spec.vocab_size, bias=False)
         if spec.positions == "learned":
             self.embed_positions = nn.Embedding(spec.max_context, spec.hidden_size)
-        else:
-            self.register_buffer("inv_freq", inv_freq.float().clone(), persistent=False)
-            self.rope_scaling = float(rope_scaling)
+        else:  # cos/sin of every position up to max_context, as transformers computes them (fp32)
+            freqs = torch.arange(spec.max_context, dtype=torch.float32)[:, None] * inv_freq.float()[None, :]
+            self.register_buffer("cos_table", freqs.cos() * float(rope_scaling), persistent=False)
+            self.register_buffer("sin_table", freqs.sin() * float(rope_scaling), persistent=False)
         self.layers = nn.ModuleList(
             Block(spec, intermediate, qkv_bias, o_bias, mlp_bias) for _ in range(spec.num_layers))
         self.final_norm = _norm(spec)
@@ -148,9 +149,9 @@ class CanonicalDecoder(nn.Module):
         return torch.matmul(x, self.lm_head_weight_t)
 
     def _rotary(self, position_ids):
-        """cos and sin [batch, 1, seq, rotary_dim], built from their (equal) halves [batch, seq, rotary_dim/2]."""
-        freqs = position_ids[:, :, None].float() * self.inv_freq[None, None, :]
-        cos, sin = freqs.cos() * self.rope_scaling, freqs.sin() * self.rope_scaling
+        """cos and sin [batch, 1, seq, rotary_dim], built from their (equal) halves [batch, seq, rotary_dim/2]
+        looked up in the tables (fused attention kernels take the tables themselves)."""
+        cos, sin = F.embedding(position_ids, self.cos_table), F.embedding(position_ids, self.sin_table)
         return torch.cat([cos, cos], dim=-1)[:, None], torch.cat([sin, sin], dim=-1)[:, None]
 
     def forward(self, input_ids, attention_mask, position_ids, past_key_values):

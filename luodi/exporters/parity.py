@@ -27,9 +27,10 @@ def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) ->
     return {"max_abs_diff": worst, "greedy_match": same_tokens, "prompt_tokens": len(prompt_ids), "steps": steps}
 
 
-def check_parity(folder: Path, spec: dict, hf_model, prompt_len: int = 12, steps: int = 4) -> dict:
-    """compare_backends for an export folder's model.onnx against its transformers model (seeded prompt)."""
+def check_parity(folder: Path, spec: dict, hf_model, kv_cache: str, prompt_len: int = 12, steps: int = 4) -> dict:
+    """compare_backends for an export folder's model.onnx (KV cache layout `kv_cache`) against its
+    transformers model (seeded prompt)."""
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, spec["vocab_size"], size=min(prompt_len, spec["max_context"] - steps - 1)).tolist()
-    candidate = OrtBackend(Path(folder) / "model.onnx", spec)
+    candidate = OrtBackend(Path(folder) / "model.onnx", spec, kv_cache=kv_cache)
     return compare_backends(candidate, TorchReferenceBackend(hf_model, spec["max_context"]), prompt, steps)

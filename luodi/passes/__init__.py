@@ -4,16 +4,19 @@
 from ..errors import LuodiError
 from .attention_3d import Attention3d
 from .cleanup import Cleanup
+from .embedding_gather import EmbeddingGather
 from .fuse_attention import FuseAttention
 from .fuse_gelu import FuseGelu
 from .fuse_rms_norm import FuseRmsNorm
 from .fuse_rotary import FuseRotary
+from .fuse_silu import FuseSilu
 from .fuse_skip_norm import FuseSkipNorm
+from .inplace_kv_cache import InplaceKvCache
 from .last_token_logits import LastTokenLogits
 from .pack_matmuls import PackMatMuls
 
-PASSES = {p.name: p for p in (Cleanup, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseRotary, FuseAttention, Attention3d,
-                                   PackMatMuls, LastTokenLogits)}
+PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
+                               FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

@@ -33,16 +33,18 @@ class RewritePass(LuodiPass):
     """A pass made of onnxscript rewrite rules (each: pattern + check + rewrite).
 
     `min_opset`: the default-domain opset the ops it emits need; the model's is raised to it on a match.
+    `commute`: also match the patterns with the operands of commutative ops swapped.
     """
 
     min_opset: int | None = None
+    commute = False
 
     def rules(self) -> list:
         """The rewrite rules this pass applies."""
         raise NotImplementedError
 
     def apply(self, model: ir.Model) -> int:
-        count = pattern.RewriteRuleSet(self.rules()).apply_to_model(model)
+        count = pattern.RewriteRuleSet(self.rules(), commute=self.commute).apply_to_model(model)
         if count:
             common.RemoveUnusedNodesPass()(model)
             if self.min_opset and model.opset_imports.get("", 0) < self.min_opset:

@@ -11,6 +11,7 @@ class KVState:
     """One generation's KV cache as the backend holds it, and how many positions it covers."""
 
     batch: int
+    capacity: int  # cache slots per sequence the generation may use (prompt + new tokens)
     past_length: int = 0
     cache: object = None  # backend-specific: OrtValues, a transformers Cache, ...
 
@@ -27,9 +28,9 @@ class Backend(ABC):
     max_context: int
     vocab_size: int
 
-    def new_state(self, batch: int) -> KVState:
-        """An empty KV cache for `batch` sequences."""
-        return KVState(batch=batch)
+    def new_state(self, batch: int, capacity: int | None = None) -> KVState:
+        """An empty KV cache for `batch` sequences of up to `capacity` positions (default: max context)."""
+        return KVState(batch=batch, capacity=min(capacity or self.max_context, self.max_context))
 
     @abstractmethod
     def forward(self, state: KVState, input_ids: np.ndarray, attention_mask: np.ndarray,

@@ -77,8 +77,8 @@ class DecodeLoop:
             return
         select = TokenSelector(self.config)
         seen = [np.asarray(p, dtype=np.int64) for p in self.prompts]
-        state = self.backend.new_state(len(self.prompts))
         ids, mask, positions = self._prefill_inputs()
+        state = self.backend.new_state(len(self.prompts), capacity=ids.shape[1] + self.budget)
         t0 = time.perf_counter()
         logits = self.backend.forward(state, ids, mask, positions)
         stamps = []

@@ -1,5 +1,12 @@
-"""ONNX Runtime (CPU) backend: IO binding keeps the KV cache in ORT memory; each step's presents are
-bound as the next step's pasts, so the cache never passes through a Python/numpy copy."""
+"""ONNX Runtime (CPU) backend over IO binding, for both KV-cache layouts an export can have.
+
+- concat: each step's presents (past + new) are bound as the next step's pasts; no numpy copy of the cache.
+- shared_buffer (the inplace_kv_cache pass): one [batch, kv_heads, capacity, head_dim] buffer per layer
+  and key/value is bound as both past and present, so a step writes its new positions in place. Each
+  sequence's cache starts at slot 0 with no padding, so a multi-token step over a padded batch (or over
+  a batch with a past, which GroupQueryAttention does not take) runs one sequence at a time, each on its
+  own rows of the buffers.
+"""
 
 import os
 from pathlib import Path
@@ -8,6 +15,8 @@ import numpy as np
 
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState
+
+KV_LAYOUTS = ("concat", "shared_buffer")
 
 
 def _session_options(ort, threads: int | None):
@@ -24,12 +33,15 @@ class OrtBackend(Backend):
 
     name = "ort"
 
-    def __init__(self, model_path: Path, spec: dict, threads: int | None = None):
+    def __init__(self, model_path: Path, spec: dict, kv_cache: str, threads: int | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
             raise LuodiError("onnxruntime is not installed: pip install 'luodi[ort]'") from None
-        self.spec = spec
+        if kv_cache not in KV_LAYOUTS:
+            raise CorruptModelError(f"unknown KV cache layout {kv_cache!r} (known: {', '.join(KV_LAYOUTS)})")
+        self._ort = ort
+        self.spec, self.kv_cache = spec, kv_cache
         self.max_context = spec["max_context"]
         self.vocab_size = spec["vocab_size"]
         try:
@@ -40,14 +52,26 @@ class OrtBackend(Backend):
                                     f"({str(e).splitlines()[0][:300]})") from None
         layers = spec["num_layers"]
         self.past_names = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+        self.present_names = [f"present.{i}.{k}" for i in range(layers) for k in ("key", "value")]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
 
+    def new_state(self, batch: int, capacity: int | None = None) -> KVState:
+        state = super().new_state(batch, capacity)
+        if self.kv_cache == "shared_buffer":  # zero pages are only backed by memory once written
+            heads, _, dim = self._kv_shape
+            state.cache = [np.zeros((batch, heads, state.capacity, dim), dtype=np.float32) for _ in self.past_names]
+        return state
+
     def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
-        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+        input_ids, attention_mask, position_ids = (np.ascontiguousarray(a, dtype=np.int64)
+                                                   for a in (input_ids, attention_mask, position_ids))
+        if self.kv_cache == "shared_buffer":
+            return self._forward_shared(state, input_ids, attention_mask, position_ids)
+        return self._forward_concat(state, input_ids, attention_mask, position_ids)
+
+    def _forward_concat(self, state, input_ids, attention_mask, position_ids) -> np.ndarray:
+        binding = self._bind_inputs(input_ids, attention_mask, position_ids)
         if state.cache is None:
             empty = np.zeros((state.batch, *self._kv_shape), dtype=np.float32)
             for name in self.past_names:
@@ -57,11 +81,55 @@ class OrtBackend(Backend):
                 binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
             binding.bind_output(name, "cpu")
+        outputs = self._run(binding)
+        state.cache = outputs[1:]
+        state.past_length += input_ids.shape[1]
+        return outputs[0].numpy()[:, -1, :]
+
+    def _forward_shared(self, state, input_ids, attention_mask, position_ids) -> np.ndarray:
+        batch, seq = input_ids.shape
+        if attention_mask.shape[1] > state.capacity:
+            raise LuodiError(f"the KV cache holds {state.capacity} positions; this step needs "
+                             f"{attention_mask.shape[1]}")
+        one_by_one = seq > 1 and batch > 1 and (state.past_length > 0 or not attention_mask.all())
+        if one_by_one:
+            logits = np.stack([self._run_row(state, row, input_ids, attention_mask) for row in range(batch)])
+        else:
+            logits = self._run_shared(state.cache, input_ids, attention_mask, position_ids)
+        state.past_length += seq
+        return logits
+
+    def _run_row(self, state, row: int, input_ids, attention_mask) -> np.ndarray:
+        """One sequence of a multi-token step, its padding dropped, on its own rows of the buffers."""
+        seq = input_ids.shape[1]
+        new = attention_mask[row, -seq:] > 0
+        if not new.any():
+            raise LuodiError(f"sequence {row} has no tokens in this step")
+        past = int(attention_mask[row, :-seq].sum())
+        ids = input_ids[row, new][None]
+        mask = np.ones((1, past + ids.shape[1]), dtype=np.int64)
+        positions = np.arange(past, past + ids.shape[1], dtype=np.int64)[None]
+        return self._run_shared([b[row:row + 1] for b in state.cache], ids, mask, positions)[0]
+
+    def _run_shared(self, buffers: list[np.ndarray], input_ids, attention_mask, position_ids) -> np.ndarray:
+        binding = self._bind_inputs(input_ids, attention_mask, position_ids)
+        binding.bind_output(self.output_names[0], "cpu")  # logits first: get_outputs() keeps binding order
+        for past, present, buffer in zip(self.past_names, self.present_names, buffers):
+            value = self._ort.OrtValue.ortvalue_from_numpy(buffer)
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
+        return self._run(binding)[0].numpy()[:, -1, :]
+
+    def _bind_inputs(self, input_ids, attention_mask, position_ids):
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", input_ids)
+        binding.bind_cpu_input("attention_mask", attention_mask)
+        binding.bind_cpu_input("position_ids", position_ids)
+        return binding
+
+    def _run(self, binding) -> list:
         try:
             self.session.run_with_iobinding(binding)
         except Exception as e:  # ORT raises its own types; turn them into one clear line
             raise LuodiError(f"ONNX Runtime failed to run the model: {str(e).splitlines()[0][:300]}") from None
-        outputs = binding.get_outputs()
-        state.cache = outputs[1:]
-        state.past_length += input_ids.shape[1]
-        return outputs[0].numpy()[:, -1, :]
+        return binding.get_outputs()

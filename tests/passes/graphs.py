@@ -59,3 +59,43 @@ def norm_constants(rng):
     """The constants rms_norm_nodes uses, plus a weight vector 'w'."""
     return [const("two", np.array(2.0)), const("axes", np.array([-1], dtype=np.int64)),
             const("eps", np.array(1e-6)), const("w", rng.standard_normal(HIDDEN))]
+
+
+def traced_feeds(batch=2, seq=5, past=3, padded=True):
+    """Inputs for the traced tiny Llama (2 layers, 2 KV heads of 16): `past` cached positions, `seq` new ones,
+    the second row left-padded by two positions unless padded=False."""
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 300, (batch, seq)), "attention_mask": np.ones((batch, past + seq), np.int64),
+             "position_ids": np.tile(np.arange(past, past + seq), (batch, 1))}
+    if padded:
+        feeds["attention_mask"][1, :2] = 0
+    for i in range(2):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{i}.{kind}"] = rng.standard_normal((batch, 2, past, 16)).astype(np.float32)
+    return feeds
+
+
+def apply_to_traced(path, graph_pass, mutate=None, feeds=None):
+    """Run a pass on the traced graph at `path` (after `mutate`, applied to both copies); assert every output
+    unchanged on `feeds` (default traced_feeds()); return (match count, op types after)."""
+    before, after = ir.load(path), ir.load(path)
+    if mutate:
+        mutate(before)
+        mutate(after)
+    graph_pass(after)
+    for feed in feeds or [traced_feeds()]:
+        for got, want in zip(run(after, feed), run(before, feed)):
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    return graph_pass.count, [n.op_type for n in after.graph]
+
+
+class Pipeline:
+    """Several passes as one (for apply_to_traced): the count is the last pass's."""
+
+    def __init__(self, *passes):
+        self.passes, self.count = passes, 0
+
+    def __call__(self, model):
+        for graph_pass in self.passes:
+            graph_pass(model)
+        self.count = getattr(self.passes[-1], "count", 0)

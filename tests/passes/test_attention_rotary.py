@@ -3,49 +3,17 @@ logits, and leave alone graphs whose constants say it is not the operation they 
 
 import numpy as np
 import onnx_ir as ir
-import pytest
 
-from luodi.exporters import export_model
 from luodi.passes import run_passes
 from luodi.passes.attention_3d import Attention3d
 from luodi.passes.fuse_attention import FuseAttention
 from luodi.passes.fuse_rotary import FuseRotary
 
-from .graphs import run
-
-
-@pytest.fixture(scope="module")
-def traced(tmp_path_factory):
-    """Path of tiny-llama's traced graph with only the cleanup pass applied."""
-    out = export_model("tiny-llama", out=tmp_path_factory.mktemp("traced") / "t", passes="cleanup", progress=False)
-    return out / "model.onnx"
-
-
-def _feeds(batch=2, seq=5, past=3):
-    rng = np.random.default_rng(0)
-    feeds = {"input_ids": rng.integers(0, 300, (batch, seq)), "attention_mask": np.ones((batch, past + seq), np.int64),
-             "position_ids": np.tile(np.arange(past, past + seq), (batch, 1))}
-    feeds["attention_mask"][1, :2] = 0  # a left-padded row
-    for i in range(2):
-        for kind in ("key", "value"):
-            feeds[f"past_key_values.{i}.{kind}"] = rng.standard_normal((batch, 2, past, 16)).astype(np.float32)
-    return feeds
-
-
-def _apply(path, graph_pass, mutate=None):
-    before, after = ir.load(path), ir.load(path)
-    if mutate:
-        mutate(before)
-        mutate(after)
-    graph_pass(after)
-    feeds = _feeds()
-    for got, want in zip(run(after, feeds), run(before, feeds)):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
-    return graph_pass.count, [n.op_type for n in after.graph]
+from .graphs import Pipeline, apply_to_traced
 
 
 def test_rotary_fuses_q_and_k_of_every_layer(traced):
-    count, ops = _apply(traced, FuseRotary())
+    count, ops = apply_to_traced(traced, FuseRotary())
     assert count == 4 and ops.count("RotaryEmbedding") == 4 and "Neg" not in ops
 
 
@@ -69,12 +37,12 @@ def _second_half_twice(model):
 
 
 def test_rotary_leaves_other_splits_alone(traced):
-    count, ops = _apply(traced, FuseRotary(), mutate=_second_half_twice)
+    count, ops = apply_to_traced(traced, FuseRotary(), mutate=_second_half_twice)
     assert count == 0 and "RotaryEmbedding" not in ops
 
 
 def test_attention_fuses_every_layer_with_the_cache(traced):
-    count, ops = _apply(traced, FuseAttention())
+    count, ops = apply_to_traced(traced, FuseAttention())
     assert count == 2 and ops.count("Attention") == 2 and "Softmax" not in ops
 
 
@@ -86,7 +54,7 @@ def _soft_mask(model):
 
 
 def test_attention_leaves_other_masking_alone(traced):
-    count, ops = _apply(traced, FuseAttention(), mutate=_soft_mask)
+    count, ops = apply_to_traced(traced, FuseAttention(), mutate=_soft_mask)
     assert count == 0 and "Softmax" in ops
 
 
@@ -97,23 +65,11 @@ def test_full_pipeline_after_attention_and_rotary(traced):
                       "pack_matmuls": 4}
 
 
-class _Pipeline:
-    """Several passes as one (for _apply): the count is the last pass's."""
-
-    def __init__(self, *passes):
-        self.passes, self.count = passes, 0
-
-    def __call__(self, model):
-        for graph_pass in self.passes:
-            graph_pass(model)
-        self.count = self.passes[-1].count
-
-
 def test_attention_3d_drops_the_head_reshapes(traced):
-    count, ops = _apply(traced, _Pipeline(FuseRotary(), FuseAttention(), Attention3d()))
+    count, ops = apply_to_traced(traced, Pipeline(FuseRotary(), FuseAttention(), Attention3d()))
     assert count == 2 and ops.count("Attention") == 2 and "Transpose" not in ops
 
 
 def test_attention_3d_needs_the_fused_attention(traced):
-    count, ops = _apply(traced, _Pipeline(FuseRotary(), Attention3d()))
+    count, ops = apply_to_traced(traced, Pipeline(FuseRotary(), Attention3d()))
     assert count == 0 and "Attention" not in ops

@@ -1,11 +1,15 @@
-"""fuse_gelu, pack_matmuls and last_token_logits on small graphs."""
+"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls and last_token_logits on small graphs."""
 
 import math
 
 import numpy as np
-from onnx import helper
+import onnx
+import onnx_ir as ir
+from onnx import TensorProto, helper
 
+from luodi.passes.embedding_gather import EmbeddingGather
 from luodi.passes.fuse_gelu import FuseGelu
+from luodi.passes.fuse_silu import FuseSilu
 from luodi.passes.last_token_logits import LastTokenLogits
 from luodi.passes.pack_matmuls import PackMatMuls
 
@@ -74,3 +78,48 @@ def test_last_token_logits_keeps_the_last_row():
     last = run(m, {"h": X})[0]
     assert graph_pass.count == 1 and last.shape == (2, 1, 11)
     np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-6)
+
+
+def _silu(swapped=False, other_input=False):
+    gate = "y" if other_input else "x"
+    operands = ["sig", gate] if swapped else [gate, "sig"]
+    nodes = [helper.make_node("Sigmoid", ["x"], ["sig"]), helper.make_node("Mul", operands, ["out"])]
+    return model(nodes, [("x", SHAPE), ("y", SHAPE)], [("out", SHAPE)], [])
+
+
+def test_silu_fuses_in_either_operand_order():
+    for swapped in (False, True):
+        count, ops = apply_and_compare(FuseSilu(), lambda: _silu(swapped), {"x": X, "y": X + 1})
+        assert count == 1 and ops == ["QuickGelu"]
+
+
+def test_gated_product_is_not_silu():
+    count, ops = apply_and_compare(FuseSilu(), lambda: _silu(other_input=True), {"x": X, "y": X + 1})
+    assert count == 0 and ops == ["Sigmoid", "Mul"]
+
+
+def _column_lookup(reshape_to_ids=True):
+    """Token ids looked up as columns of a [hidden, vocab] table, as the canonical decoder traces it."""
+    nodes = [helper.make_node("Reshape", ["ids", "flat"], ["flat_ids"]),
+             helper.make_node("Gather", ["table", "flat_ids"], ["columns"], axis=1),
+             helper.make_node("Transpose", ["columns"], ["rows"], perm=[1, 0]),
+             helper.make_node("Reshape", ["rows", "shape"], ["out"])]
+    shape = [2, 3, HIDDEN] if reshape_to_ids else [3, 2, HIDDEN]
+    inits = [const("flat", np.array([-1], dtype=np.int64)), const("shape", np.array(shape, dtype=np.int64)),
+             const("table", np.random.default_rng(6).standard_normal((HIDDEN, 50)))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+
+
+def test_embedding_column_lookup_becomes_one_gather():
+    ids = np.random.default_rng(7).integers(0, 50, (2, 3))
+    count, ops = apply_and_compare(EmbeddingGather(), _column_lookup, {"ids": ids})
+    assert count == 1 and ops == ["Gather", "Transpose"]
+
+
+def test_lookup_reshaped_to_other_than_the_ids_is_left_alone():
+    ids = np.random.default_rng(7).integers(0, 50, (2, 3))
+    count, _ = apply_and_compare(EmbeddingGather(), lambda: _column_lookup(reshape_to_ids=False), {"ids": ids})
+    assert count == 0
