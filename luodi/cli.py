@@ -55,8 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["ort", "torch"])
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight and KV bytes of an export")
+    p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
     p.add_argument("model", type=Path, help="export folder or .onnx file")
+    p.add_argument("--step", type=int, nargs=3, metavar=("BATCH", "NEW", "PAST"),
+                   help="also plan the activations of one step: batch, new tokens per sequence, cached tokens")
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("models", help="list the named models in configs/models/")
@@ -141,7 +143,7 @@ def _cmd_bench(args) -> int:
 def _cmd_inspect(args) -> int:
     from .inspect import format_report, inspect_model
 
-    report = inspect_model(args.model)
+    report = inspect_model(args.model, tuple(args.step) if args.step else None)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 

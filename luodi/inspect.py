@@ -1,12 +1,13 @@
 """`luodi inspect`: what an exported graph is made of — op histogram and node count (before and after the
-passes when the export's manifest records them), each pass's match count, the fused ops, weight bytes and
-KV-cache bytes at max context."""
+passes when the export's manifest records them), each pass's match count, the fused ops, weight bytes,
+KV-cache bytes at max context and the planned activation peak (luodi.memory_plan)."""
 
 import json
 from pathlib import Path
 
-from .errors import CorruptModelError
+from .errors import CorruptModelError, LuodiError
 from .manifest import MANIFEST
+from .memory_plan import memory_report, plan_activations
 
 FUSED_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "SkipLayerNormalization",
              "FastGelu", "RotaryEmbedding", "Attention", "GroupQueryAttention", "MultiHeadAttention"}
@@ -21,8 +22,9 @@ def _load(path: Path):
         raise CorruptModelError(f"{path}: not a readable ONNX model ({e})") from None
 
 
-def inspect_model(target: Path) -> dict:
-    """The inspection report of an export folder or a .onnx file, as a dict."""
+def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> dict:
+    """The inspection report of an export folder or a .onnx file, as a dict; `shape` = (batch, sequence, past)
+    adds the activation plan of that step."""
     target = Path(target)
     manifest = json.loads((target / MANIFEST).read_text()) if (target / MANIFEST).is_file() else None
     onnx_path = target / (manifest["model_file"] if manifest else "model.onnx") if target.is_dir() else target
@@ -38,12 +40,17 @@ def inspect_model(target: Path) -> dict:
               "weight_bytes": weight_bytes,
               "opset": {domain or "ai.onnx": version for domain, version in model.opset_imports.items()}}
     if manifest:
-        spec = manifest["spec"]
         report |= {"passes": manifest.get("passes", {}),
                    "nodes_before_passes": manifest.get("graph", {}).get("nodes_before_passes"),
-                   "max_context": manifest["max_context"],
-                   "kv_bytes_at_max_context": 2 * spec["num_layers"] * spec["num_kv_heads"] * spec["head_dim"]
-                   * manifest["max_context"] * 4}
+                   "max_context": manifest["max_context"], "kv_cache": manifest.get("kv_cache", "concat"),
+                   **(manifest.get("memory") or memory_report(onnx_path, manifest["spec"], weight_bytes))}
+    if shape:
+        if shape[0] < 1 or shape[1] < 1 or shape[2] < 0:
+            raise LuodiError(f"--step {' '.join(map(str, shape))}: batch and new tokens must be >= 1, past >= 0")
+        try:
+            report["activation_plan"] = plan_activations(onnx_path, *shape)
+        except ValueError as e:
+            raise CorruptModelError(f"{onnx_path}: no activation plan: {e}") from None
     return report
 
 
@@ -59,6 +66,21 @@ def format_report(report: dict) -> str:
     lines.append("ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))
     lines.append(f"weights: {report['weight_bytes'] / 1e6:.1f} MB")
     if "kv_bytes_at_max_context" in report:
-        lines.append(f"KV cache at max context ({report['max_context']} positions, batch 1): "
-                     f"{report['kv_bytes_at_max_context'] / 1e6:.1f} MB")
+        lines.append(f"KV cache ({report['kv_cache']}): {report['kv_bytes_per_token'] / 1e3:.1f} kB per position, "
+                     f"{report['kv_bytes_at_max_context'] / 1e6:.1f} MB at max context ({report['max_context']} "
+                     "positions, batch 1)")
+        plans = report["activations"]
+        if "unavailable" in plans:
+            lines.append(f"activation plan: unavailable ({plans['unavailable']})")
+        for name, plan in plans.items():
+            if name != "unavailable":
+                lines.append(_plan_line(name.replace("_", " "), plan))
+    if "activation_plan" in report:
+        lines.append(_plan_line("requested step", report["activation_plan"]))
     return "\n".join(lines)
+
+
+def _plan_line(name: str, plan: dict) -> str:
+    return (f"activations, {name} (batch {plan['batch']}, {plan['sequence']} new, {plan['past']} past): "
+            f"planned peak {plan['planned_peak_bytes'] / 1e6:.1f} MB vs {plan['naive_bytes'] / 1e6:.1f} MB "
+            f"without reuse")

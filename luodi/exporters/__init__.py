@@ -63,6 +63,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     """
     from ..loaders import resolve
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
+    from ..memory_plan import memory_report
     from ..passes import resolve_pipeline, run_passes
     from ..passes.base import op_histogram
     from .onnx_export import OPSET, io_names, save_onnx, trace_to_onnx
@@ -90,7 +91,8 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         kv_cache = _kv_cache_layout(pass_counts.get("inplace_kv_cache", 0), spec.num_layers)
         ops_after = op_histogram(graph)
         stages.next()
-        save_onnx(graph, tmp)
+        onnx_path = save_onnx(graph, tmp)
+        weight_bytes = sum(v.const_value.nbytes for v in graph.graph.initializers.values() if v.const_value is not None)
         del graph, canonical
         tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)
         stages.next()
@@ -102,6 +104,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
                              f"> {LOGITS_TOLERANCE}")
         stages.next()
+        memory = memory_report(onnx_path, spec.to_dict(), weight_bytes)
         inputs, outputs = io_names(spec.num_layers)
         write_manifest(tmp, {
             "luodi_version": __version__,
@@ -109,7 +112,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             "target": target, "backend": config["backend"], "precision": config.get("precision", "fp32"),
             "opset": OPSET, "model_file": "model.onnx", "max_context": spec.max_context, "spec": spec.to_dict(),
             "io": {"inputs": inputs, "outputs": outputs, "kv_layout": "[batch, kv_heads, past_sequence, head_dim]"},
-            "kv_cache": kv_cache,
+            "kv_cache": kv_cache, "memory": memory,
             "passes": pass_counts, "logits": "last" if pass_counts.get("last_token_logits") else "all",
             "graph": {"nodes_before_passes": sum(ops_before.values()), "nodes": sum(ops_after.values()),
                       "ops_before_passes": ops_before, "ops": ops_after},

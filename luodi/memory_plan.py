@@ -1,0 +1,103 @@
+"""Liveness-based activation memory plan of an exported graph, for a given batch, new sequence and past.
+
+Every intermediate tensor's shape comes from ONNX Runtime's symbolic shape inference (it knows the
+com.microsoft ops the ort passes emit); walking the nodes in order, a tensor is live from the node that
+makes it to its last reader, and the plan's peak is the largest total of live bytes — what an allocator
+that reuses freed buffers needs — against the naive sum of all of them. The KV cache (present outputs)
+is counted apart, as KV bytes, and scratch space inside kernels (e.g. attention scores) is not in the graph.
+"""
+
+import ast
+import operator
+
+import numpy as np
+import onnx
+from onnx import helper
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+
+
+def _evaluate(expr: str, dims: dict[str, int]) -> int:
+    """A symbolic dimension ('total_sequence', 'past_sequence + sequence', ...) for the given dims."""
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in dims:
+            return dims[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("max", "Max"):
+            return max(walk(a) for a in node.args)
+        raise ValueError(f"cannot evaluate dimension {expr!r}")
+    return int(walk(ast.parse(expr, mode="eval")))
+
+
+def _shapes(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    """Every value's type: ONNX Runtime's symbolic inference (contrib ops), else ONNX's own (standard ops only)."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except Exception:  # it reads some standard ops (opset-23 Attention) as the contrib ops of the same name
+        inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    graph = inferred.graph
+    return {v.name: v.type for v in [*graph.value_info, *graph.output]}
+
+
+def _bytes(value_type: onnx.TypeProto, dims: dict[str, int]) -> int:
+    tensor = value_type.tensor_type
+    size = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)).itemsize
+    for dim in tensor.shape.dim:
+        if not dim.HasField("dim_value") and not dim.dim_param:
+            raise ValueError("a tensor has a dimension of unknown size")
+        size *= dim.dim_value if dim.HasField("dim_value") else _evaluate(dim.dim_param, dims)
+    return size
+
+
+def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
+    """{'planned_peak_bytes', 'naive_bytes', 'largest'} of the graph's intermediate tensors for one step
+    of `sequence` new tokens per sequence over `past` cached ones."""
+    proto = onnx.load(str(model_path), load_external_data=False)
+    types = _shapes(proto)
+    dims = {"batch": batch, "sequence": sequence, "past_sequence": past, "total_sequence": past + sequence}
+    nodes = list(proto.graph.node)
+    kv_outputs = {o.name for o in proto.graph.output if o.name.startswith("present.")}
+    read = {name for n in nodes for name in n.input} | {o.name for o in proto.graph.output}
+    # an output nothing reads may have no inferred type (a fused norm's optional statistics): left out
+    unknown = [name for n in nodes for name in n.output if name and name in read and name not in types]
+    if unknown:
+        raise ValueError(f"no shape inferred for {len(unknown)} tensors (e.g. {unknown[0]})")
+    size = {name: _bytes(types[name], dims) for n in nodes for name in n.output if name and name not in kv_outputs
+            and name in types and (name in read or types[name].tensor_type.elem_type)}
+    last_use = {name: len(nodes) for name in size if name in {o.name for o in proto.graph.output}}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            if name in size and last_use.get(name, -1) < len(nodes):
+                last_use[name] = index
+    live = peak = 0
+    for index, node in enumerate(nodes):
+        live += sum(size.get(name, 0) for name in node.output)
+        peak = max(peak, live)
+        live -= sum(size[name] for name in set(node.input) | set(node.output)
+                    if name in size and last_use.get(name, index) == index)
+    largest = max(size, key=size.get) if size else None
+    return {"batch": batch, "sequence": sequence, "past": past, "planned_peak_bytes": peak,
+            "naive_bytes": sum(size.values()), "largest": {"tensor": largest, "bytes": size.get(largest, 0)}}
+
+
+def memory_report(model_path, spec: dict, weight_bytes: int) -> dict:
+    """What a deployer needs to tell whether a model fits a device: weight bytes, KV-cache bytes (per token and
+    at max context, batch 1) and the activation plan of a max-context prefill and of a decode step at max
+    context (or why no plan could be made)."""
+    context = spec["max_context"]
+    kv_per_token = 2 * spec["num_layers"] * spec["num_kv_heads"] * spec["head_dim"] * 4
+    report = {"weight_bytes": weight_bytes, "kv_bytes_per_token": kv_per_token,
+              "kv_bytes_at_max_context": kv_per_token * context}
+    try:
+        report["activations"] = {"prefill_max_context": plan_activations(model_path, 1, context, 0),
+                                 "decode_at_max_context": plan_activations(model_path, 1, 1, context - 1)}
+    except ValueError as e:
+        report["activations"] = {"unavailable": str(e)}
+    return report
