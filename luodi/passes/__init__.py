@@ -13,10 +13,12 @@ from .fuse_silu import FuseSilu
 from .fuse_skip_norm import FuseSkipNorm
 from .inplace_kv_cache import InplaceKvCache
 from .last_token_logits import LastTokenLogits
+from .lm_head_unpacked import LmHeadUnpacked
 from .pack_matmuls import PackMatMuls
 
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
-                               FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits)}
+                               FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
+                               LmHeadUnpacked)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

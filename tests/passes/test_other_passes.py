@@ -1,4 +1,5 @@
-"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls and last_token_logits on small graphs."""
+"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls, last_token_logits and lm_head_unpacked on small
+graphs."""
 
 import math
 
@@ -11,6 +12,7 @@ from luodi.passes.embedding_gather import EmbeddingGather
 from luodi.passes.fuse_gelu import FuseGelu
 from luodi.passes.fuse_silu import FuseSilu
 from luodi.passes.last_token_logits import LastTokenLogits
+from luodi.passes.lm_head_unpacked import LmHeadUnpacked
 from luodi.passes.pack_matmuls import PackMatMuls
 
 from .graphs import HIDDEN, apply_and_compare, const, model, run
@@ -123,3 +125,33 @@ def test_lookup_reshaped_to_other_than_the_ids_is_left_alone():
     ids = np.random.default_rng(7).integers(0, 50, (2, 3))
     count, _ = apply_and_compare(EmbeddingGather(), lambda: _column_lookup(reshape_to_ids=False), {"ids": ids})
     assert count == 0
+
+
+def _tied_head(other_reader=False):
+    """A tied table: token columns looked up (Gather axis 1) and the logits MatMul, both on [hidden, vocab]."""
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["columns"], axis=1),
+             helper.make_node("Transpose", ["columns"], ["x"], perm=[1, 2, 0]),
+             helper.make_node("MatMul", ["x", "table"], ["logits"])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 3, 50])]
+    if other_reader:
+        nodes.append(helper.make_node("Relu", ["table"], ["relu"]))
+        outputs.append(helper.make_tensor_value_info("relu", TensorProto.FLOAT, [HIDDEN, 50]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 3])], outputs,
+                              [const("table", np.random.default_rng(8).standard_normal((HIDDEN, 50)))])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return ir.from_proto(onnx.shape_inference.infer_shapes(proto))
+
+
+def test_lm_head_weight_becomes_3d_for_head_and_lookup():
+    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
+    graph_pass = LmHeadUnpacked()
+    count, ops = apply_and_compare(graph_pass, _tied_head, {"ids": ids})
+    assert count == 1 and ops.count("Squeeze") == 1
+    m = _tied_head()
+    graph_pass(m)
+    assert [list(v.shape) for v in m.graph.initializers.values() if v.shape and len(v.shape) > 1] == [[1, HIDDEN, 50]]
+
+
+def test_lm_head_read_by_other_ops_is_left_alone():
+    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
+    assert apply_and_compare(LmHeadUnpacked(), lambda: _tied_head(other_reader=True), {"ids": ids})[0] == 0
