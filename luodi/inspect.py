@@ -30,20 +30,20 @@ def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> di
     onnx_path = target / (manifest["model_file"] if manifest else "model.onnx") if target.is_dir() else target
     if not onnx_path.is_file():
         raise CorruptModelError(f"{target}: no ONNX model found")
-    from .passes.base import op_histogram
+    from .passes.base import op_histogram, weight_bytes
 
     model = _load(onnx_path)
     ops = op_histogram(model)
-    weight_bytes = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    weights = weight_bytes(model)
     report = {"model": str(onnx_path), "nodes": sum(ops.values()), "ops": ops,
               "fused_ops": {k: v for k, v in ops.items() if k.split(".")[-1] in FUSED_OPS or "." in k},
-              "weight_bytes": weight_bytes,
+              "weight_bytes": weights,
               "opset": {domain or "ai.onnx": version for domain, version in model.opset_imports.items()}}
     if manifest:
         report |= {"passes": manifest.get("passes", {}),
                    "nodes_before_passes": manifest.get("graph", {}).get("nodes_before_passes"),
                    "max_context": manifest["max_context"], "kv_cache": manifest.get("kv_cache", "concat"),
-                   **(manifest.get("memory") or memory_report(onnx_path, manifest["spec"], weight_bytes))}
+                   **(manifest.get("memory") or memory_report(onnx_path, manifest["spec"], weights))}
     if shape:
         if shape[0] < 1 or shape[1] < 1 or shape[2] < 0:
             raise LuodiError(f"--step {' '.join(map(str, shape))}: batch and new tokens must be >= 1, past >= 0")

@@ -65,7 +65,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
     from ..memory_plan import memory_report
     from ..passes import resolve_pipeline, run_passes
-    from ..passes.base import op_histogram
+    from ..passes.base import op_histogram, weight_bytes
     from .onnx_export import OPSET, io_names, save_onnx, trace_to_onnx
     from .parity import check_parity
     from .weights import canonical_from_hf
@@ -92,7 +92,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         ops_after = op_histogram(graph)
         stages.next()
         onnx_path = save_onnx(graph, tmp)
-        weight_bytes = sum(v.const_value.nbytes for v in graph.graph.initializers.values() if v.const_value is not None)
+        weights = weight_bytes(graph)
         del graph, canonical
         tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)
         stages.next()
@@ -104,7 +104,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
                              f"> {LOGITS_TOLERANCE}")
         stages.next()
-        memory = memory_report(onnx_path, spec.to_dict(), weight_bytes)
+        memory = memory_report(onnx_path, spec.to_dict(), weights)
         inputs, outputs = io_names(spec.num_layers)
         write_manifest(tmp, {
             "luodi_version": __version__,

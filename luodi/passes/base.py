@@ -57,6 +57,11 @@ def op_histogram(model: ir.Model) -> dict[str, int]:
     return dict(Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph).most_common())
 
 
+def weight_bytes(model: ir.Model) -> int:
+    """Bytes of a model's initializers (its weights), read from their metadata, not their data."""
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
 def scalar(value: ir.Value):
     """The Python scalar a constant value holds (a 0-d or one-element tensor), else None."""
     const = ir.convenience.get_const_tensor(value)
