@@ -57,6 +57,16 @@ def op_histogram(model: ir.Model) -> dict[str, int]:
     return dict(Counter(f"{n.domain}.{n.op_type}" if n.domain else n.op_type for n in model.graph).most_common())
 
 
+def constant_matmul_weight(node: ir.Node) -> ir.Value | None:
+    """The weight of a default-domain MatMul when it is a 2-D constant initializer, else None."""
+    if node.op_type != "MatMul" or node.domain != "" or len(node.inputs) != 2:
+        return None
+    weight = node.inputs[1]
+    if weight is None or weight.const_value is None or not weight.is_initializer():
+        return None
+    return weight if weight.shape is not None and len(weight.shape) == 2 else None
+
+
 def weight_bytes(model: ir.Model) -> int:
     """Bytes of a model's initializers (its weights), read from their metadata, not their data."""
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)

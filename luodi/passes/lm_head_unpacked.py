@@ -12,7 +12,7 @@ axis 2, then Squeeze).
 import numpy as np
 import onnx_ir as ir
 
-from .base import LuodiPass
+from .base import LuodiPass, constant_matmul_weight
 
 LOGITS = "logits"
 
@@ -20,11 +20,8 @@ LOGITS = "logits"
 def _lm_head(graph: ir.Graph) -> ir.Node | None:
     """The MatMul making the logits output, if its weight is a 2-D initializer."""
     for node in graph:
-        if node.op_type == "MatMul" and node.domain == "" and node.outputs[0].name == LOGITS:
-            weight = node.inputs[1]
-            if weight is not None and weight.is_initializer() and weight.const_value is not None and \
-                    weight.shape is not None and len(weight.shape) == 2:
-                return node
+        if node.outputs[0].name == LOGITS and constant_matmul_weight(node) is not None:
+            return node
     return None
 
 

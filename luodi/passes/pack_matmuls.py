@@ -8,18 +8,7 @@ whose weights are 2-D constant initializers of the same input width are packed.
 import numpy as np
 import onnx_ir as ir
 
-from .base import LuodiPass
-
-
-def _constant_weight(node: ir.Node):
-    if node.op_type != "MatMul" or node.domain != "" or len(node.inputs) != 2:
-        return None
-    weight = node.inputs[1]
-    if weight is None or weight.const_value is None:
-        return None
-    if weight.shape is None or len(weight.shape) != 2 or not weight.is_initializer():
-        return None
-    return weight
+from .base import LuodiPass, constant_matmul_weight
 
 
 class PackMatMuls(LuodiPass):
@@ -29,7 +18,8 @@ class PackMatMuls(LuodiPass):
     def apply(self, model: ir.Model) -> int:
         graph, count = model.graph, 0
         for value in list(graph.inputs) + [o for n in list(graph) for o in n.outputs]:
-            group = [(u.node, w) for u in value.uses() if u.idx == 0 and (w := _constant_weight(u.node)) is not None]
+            group = [(u.node, w) for u in value.uses()
+                     if u.idx == 0 and (w := constant_matmul_weight(u.node)) is not None]
             widths = {w.shape[0] for _, w in group}
             if len(group) < 2 or len(widths) != 1 or len({id(n) for n, _ in group}) != len(group):
                 continue
