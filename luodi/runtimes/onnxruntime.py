@@ -9,6 +9,7 @@
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,14 @@ def _session_options(ort, threads: int | None):
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return opts
+
+
+@dataclass
+class _SharedBuffers:
+    """A generation's KV buffers (one per layer and key/value) and the IO binding that holds them."""
+
+    buffers: list
+    binding: object = None
 
 
 class OrtBackend(Backend):
@@ -60,7 +69,8 @@ class OrtBackend(Backend):
         state = super().new_state(batch, capacity)
         if self.kv_cache == "shared_buffer":  # zero pages are only backed by memory once written
             heads, _, dim = self._kv_shape
-            state.cache = [np.zeros((batch, heads, state.capacity, dim), dtype=np.float32) for _ in self.past_names]
+            state.cache = _SharedBuffers([np.zeros((batch, heads, state.capacity, dim), dtype=np.float32)
+                                          for _ in self.past_names])
         return state
 
     def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
@@ -95,7 +105,9 @@ class OrtBackend(Backend):
         if one_by_one:
             logits = np.stack([self._run_row(state, row, input_ids, attention_mask) for row in range(batch)])
         else:
-            logits = self._run_shared(state.cache, input_ids, attention_mask, position_ids)
+            if state.cache.binding is None:  # the buffers stay bound from step to step; only the inputs change
+                state.cache.binding = self._bind_buffers(self.session.io_binding(), state.cache.buffers)
+            logits = self._run_shared(state.cache.binding, input_ids, attention_mask, position_ids)
         state.past_length += seq
         return logits
 
@@ -109,19 +121,26 @@ class OrtBackend(Backend):
         ids = input_ids[row, new][None]
         mask = np.ones((1, past + ids.shape[1]), dtype=np.int64)
         positions = np.arange(past, past + ids.shape[1], dtype=np.int64)[None]
-        return self._run_shared([b[row:row + 1] for b in state.cache], ids, mask, positions)[0]
+        binding = self._bind_buffers(self.session.io_binding(), [b[row:row + 1] for b in state.cache.buffers])
+        return self._run_shared(binding, ids, mask, positions)[0]
 
-    def _run_shared(self, buffers: list[np.ndarray], input_ids, attention_mask, position_ids) -> np.ndarray:
-        binding = self._bind_inputs(input_ids, attention_mask, position_ids)
-        binding.bind_output(self.output_names[0], "cpu")  # logits first: get_outputs() keeps binding order
+    def _bind_buffers(self, binding, buffers: list[np.ndarray]):
+        """Bind each KV buffer as its layer's past and present, and the logits output first (get_outputs()
+        keeps binding order)."""
+        binding.bind_output(self.output_names[0], "cpu")
         for past, present, buffer in zip(self.past_names, self.present_names, buffers):
             value = self._ort.OrtValue.ortvalue_from_numpy(buffer)
             binding.bind_ortvalue_input(past, value)
             binding.bind_ortvalue_output(present, value)
+        return binding
+
+    def _run_shared(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
+        self._bind_inputs(input_ids, attention_mask, position_ids, binding)
+        binding.bind_output(self.output_names[0], "cpu")
         return self._run(binding)[0].numpy()[:, -1, :]
 
-    def _bind_inputs(self, input_ids, attention_mask, position_ids):
-        binding = self.session.io_binding()
+    def _bind_inputs(self, input_ids, attention_mask, position_ids, binding=None):
+        binding = binding or self.session.io_binding()
         binding.bind_cpu_input("input_ids", input_ids)
         binding.bind_cpu_input("attention_mask", attention_mask)
         binding.bind_cpu_input("position_ids", position_ids)
