@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .errors import LuodiError
 from .manifest import read_manifest, verify_files
+from .runtimes import open_backend
 from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
 from .runtimes.sampling import GenerationConfig
@@ -140,20 +141,16 @@ def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[
     return [e for e in eos if e is not None], pad if pad is not None else eos[0]
 
 
-def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True):
+def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True,
+         device: str = "CPU"):
     """A LanguageModel for an export folder (backend from its manifest; files checked against it unless
-    verify=False) or, with backend="torch", for any model source run by the transformers reference."""
+    verify=False; `device` for OpenVINO) or, with backend="torch", for any model source run by the
+    transformers reference."""
     folder = Path(path_or_name)
     if (folder / "manifest.json").is_file() and backend != "torch":
         manifest = read_manifest(folder)
         verify_files(folder, manifest, checksums=verify)
-        kind = backend or manifest["backend"]
-        if kind != "ort":
-            raise LuodiError(f"backend {kind!r} is not available; this build supports: ort, torch")
-        from .runtimes.onnxruntime import OrtBackend
-
-        runtime = OrtBackend(folder / manifest["model_file"], {**manifest["spec"]}, threads=threads,
-                             kv_cache=manifest.get("kv_cache", "concat"))
+        runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device)
         tokenizer = Tokenizer(folder)
         return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
     if backend not in (None, "torch"):

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="ort")
     p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
     p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
+    p.add_argument("--precision", choices=["fp32", "int8", "int4"],
+                   help="weights (default the target's; int8/int4 as the target config lists them)")
     p.add_argument("--passes", help="edit the target's pass list: 'list' shows it; 'a,b' replaces it; "
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
@@ -35,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="export folder (or, with --backend torch, any model source)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--backend", choices=["ort", "torch"])
+    p.add_argument("--backend", choices=["ort", "openvino", "torch"])
+    p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
@@ -52,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-eos", action="store_true", help="suppress EOS so exactly --new-tokens are made")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--backend", choices=["ort", "torch"])
+    p.add_argument("--backend", choices=["ort", "openvino", "torch"])
+    p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
@@ -76,7 +80,7 @@ def _cmd_export(args) -> int:
             print(f"  {name:18} {cls.description}")
         return 0
     out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
-                       progress=not args.json, passes=args.passes)
+                       progress=not args.json, passes=args.passes, precision=args.precision)
     manifest = json.loads((out / "manifest.json").read_text())
     summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
                "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
@@ -95,7 +99,7 @@ def _sampling_kwargs(args) -> dict:
 def _cmd_generate(args) -> int:
     import luodi
 
-    lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
+    lm = luodi.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     kwargs = _sampling_kwargs(args)
     if args.json:
@@ -119,7 +123,8 @@ def _cmd_bench(args) -> int:
 
     from .bench import anchor_workload, run_bench, synthetic_prompt, timed_load
 
-    lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads))
+    lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
+                                               device=args.device))
     new_tokens = args.new_tokens
     if args.workload:
         ids, new_tokens = anchor_workload(args.workload)

@@ -54,12 +54,38 @@ def _kv_cache_layout(inplace_layers: int, layers: int) -> str:
     return "shared_buffer" if inplace_layers else "concat"
 
 
+def _compression(config: dict, precision: str) -> dict | None:
+    """The target's weight compression for `precision` (None for fp32), or a clear error."""
+    if precision == "fp32":
+        return None
+    available = config.get("compression", {})
+    if precision not in available:
+        raise LuodiError(f"precision {precision!r} is not available for target {config['name']}; "
+                         f"available: {', '.join(['fp32', *available])}")
+    return available[precision]
+
+
+def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression: dict | None) -> tuple[str, dict]:
+    """The ONNX graph -> a stateful OpenVINO IR in `folder` (the ONNX files removed); returns the IR's file
+    name and what OpenVINO's CPU plugin made of it (runtime op counts: the fused kernels it uses)."""
+    from ..runtimes.openvino import compile_options
+    from .openvino_ir import import_openvino, lower_to_openvino, runtime_op_counts
+
+    xml = lower_to_openvino(onnx_path, folder, num_layers, compression)
+    for path in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
+        path.unlink()
+    compiled = import_openvino().Core().compile_model(str(xml), "CPU", compile_options(2, "LATENCY", not compression))
+    weights = xml.with_suffix(".bin").stat().st_size
+    return xml.name, {"runtime_ops": runtime_op_counts(compiled), "weights_bytes": weights}
+
+
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
-                 progress: bool = True, passes: str | None = None) -> Path:
+                 progress: bool = True, passes: str | None = None, precision: str | None = None) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
 
-    `passes` edits the target's pass list (see luodi.passes.resolve_pipeline). The folder appears only
-    when everything succeeded, including the parity check against transformers.
+    `passes` edits the target's pass list (see luodi.passes.resolve_pipeline); `precision` (default the
+    target's) picks fp32 or a weight compression the target config lists. The folder appears only when
+    everything succeeded, including the parity check against transformers (fp32 exports must match it).
     """
     from ..loaders import resolve
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
@@ -72,10 +98,13 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
 
     config = target_config(target)
     pipeline = resolve_pipeline(config.get("passes", []), passes)
+    precision = precision or config.get("precision", "fp32")
+    compression = _compression(config, precision)
     out = Path(out) if out else default_out(model, target)
     _check_out(out)
-    stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", "parity check",
-                     "manifest"], enabled=progress)
+    lowering = ["lower to OpenVINO"] if config["backend"] == "openvino" else []
+    stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", *lowering,
+                     "parity check", "manifest"], enabled=progress)
     with stages, atomic_folder(out) as tmp:
         stages.next()
         source = resolve(model)
@@ -92,30 +121,36 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         ops_after = op_histogram(graph)
         stages.next()
         onnx_path = save_onnx(graph, tmp)
-        weights = weight_bytes(graph)
+        memory = memory_report(onnx_path, spec.to_dict(), weight_bytes(graph))
         del graph, canonical
+        model_file, lowered = onnx_path.name, {}
+        if lowering:
+            stages.next()
+            model_file, lowered = _lower_openvino(onnx_path, tmp, spec.num_layers, compression)
+            memory["weight_bytes"] = lowered.pop("weights_bytes")
         tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)
         stages.next()
         from ..tokenizer import Tokenizer
 
-        generation = _generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id)
-        parity = check_parity(tmp, spec.to_dict(), hf_model, kv_cache)
-        if parity["max_abs_diff"] > LOGITS_TOLERANCE:
-            raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
-                             f"> {LOGITS_TOLERANCE}")
-        stages.next()
-        memory = memory_report(onnx_path, spec.to_dict(), weights)
         inputs, outputs = io_names(spec.num_layers)
-        write_manifest(tmp, {
+        manifest = {
             "luodi_version": __version__,
             "source": {"name": source.name, "kind": source.kind, "origin": source.origin, "sha256": source.sha256},
-            "target": target, "backend": config["backend"], "precision": config.get("precision", "fp32"),
-            "opset": OPSET, "model_file": "model.onnx", "max_context": spec.max_context, "spec": spec.to_dict(),
+            "target": target, "backend": config["backend"], "precision": precision, "opset": OPSET,
+            "model_file": model_file, "max_context": spec.max_context, "spec": spec.to_dict(),
             "io": {"inputs": inputs, "outputs": outputs, "kv_layout": "[batch, kv_heads, past_sequence, head_dim]"},
-            "kv_cache": kv_cache, "memory": memory,
+            "kv_cache": "stateful" if lowering else kv_cache, "memory": memory,
             "passes": pass_counts, "logits": "last" if pass_counts.get("last_token_logits") else "all",
             "graph": {"nodes_before_passes": sum(ops_before.values()), "nodes": sum(ops_after.values()),
                       "ops_before_passes": ops_before, "ops": ops_after},
-            "tokenizer_files": tokenizer_files, "generation": generation, "parity": parity,
-        })
+            "tokenizer_files": tokenizer_files,
+            "generation": _generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id),
+            **({"openvino": lowered} if lowering else {}),
+        }
+        manifest["parity"] = parity = check_parity(tmp, manifest, hf_model)
+        if precision == "fp32" and parity["max_abs_diff"] > LOGITS_TOLERANCE:
+            raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
+                             f"> {LOGITS_TOLERANCE}")
+        stages.next()
+        write_manifest(tmp, manifest)
     return out

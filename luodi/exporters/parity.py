@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtimes.onnxruntime import OrtBackend
+from ..runtimes import open_backend
 from ..runtimes.torch_ref import TorchReferenceBackend
 
 
@@ -27,10 +27,11 @@ def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) ->
     return {"max_abs_diff": worst, "greedy_match": same_tokens, "prompt_tokens": len(prompt_ids), "steps": steps}
 
 
-def check_parity(folder: Path, spec: dict, hf_model, kv_cache: str, prompt_len: int = 12, steps: int = 4) -> dict:
-    """compare_backends for an export folder's model.onnx (KV cache layout `kv_cache`) against its
-    transformers model (seeded prompt)."""
+def check_parity(folder: Path, manifest: dict, hf_model, prompt_len: int = 12, steps: int = 4) -> dict:
+    """compare_backends for an export folder's model (described by its `manifest`, files not yet listed)
+    against its transformers model (seeded prompt)."""
+    spec = manifest["spec"]
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, spec["vocab_size"], size=min(prompt_len, spec["max_context"] - steps - 1)).tolist()
-    candidate = OrtBackend(Path(folder) / "model.onnx", spec, kv_cache=kv_cache)
+    candidate = open_backend(Path(folder), manifest)
     return compare_backends(candidate, TorchReferenceBackend(hf_model, spec["max_context"]), prompt, steps)

@@ -2,6 +2,7 @@
 (configs/targets/<target>.yaml) lists them; `luodi export --passes` edits that list."""
 
 from ..errors import LuodiError
+from .additive_attention_mask import AdditiveAttentionMask
 from .attention_3d import Attention3d
 from .cleanup import Cleanup
 from .embedding_gather import EmbeddingGather
@@ -18,7 +19,7 @@ from .pack_matmuls import PackMatMuls
 
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
-                               LmHeadUnpacked)}
+                               LmHeadUnpacked, AdditiveAttentionMask)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

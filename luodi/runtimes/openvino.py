@@ -1,0 +1,89 @@
+"""OpenVINO backend: a stateful IR whose KV cache lives inside the infer request.
+
+Each generation gets its own infer request (its state starts empty: reset_state()); a step feeds the new
+tokens, the mask over past + new positions, their positions and beam_idx (row i continues cached row i),
+and copies out only the last position's logits. A stateless IR (past/present as tensors) is run with the
+cache passed in and out, for users who need it.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CorruptModelError, LuodiError
+from .base import Backend, KVState
+
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+
+
+def compile_options(threads: int | None, hint: str, fp32: bool) -> dict:
+    """The CPU plugin's properties: performance hint, threads, and full fp32 (inference and KV cache) for
+    fp32 exports (the plugin may otherwise pick bf16 math or a u8 KV cache)."""
+    if hint not in PERFORMANCE_HINTS:
+        raise LuodiError(f"unknown performance hint {hint!r}; choose one of {', '.join(PERFORMANCE_HINTS)}")
+    options = {"PERFORMANCE_HINT": hint}
+    if threads:
+        options["INFERENCE_NUM_THREADS"] = int(threads)
+    if fp32:
+        options |= {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32"}
+    return options
+
+
+class OpenVinoBackend(Backend):
+    """Runs an exported OpenVINO IR (stateful or stateless) on an OpenVINO device (CPU by default)."""
+
+    name = "openvino"
+
+    def __init__(self, model_path: Path, spec: dict, device: str = "CPU", threads: int | None = None,
+                 hint: str = "LATENCY", fp32: bool = True):
+        from ..exporters.openvino_ir import import_openvino
+
+        ov = import_openvino()
+        self.spec, self.max_context, self.vocab_size = spec, spec["max_context"], spec["vocab_size"]
+        core = ov.Core()
+        if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} | {
+                "AUTO", "HETERO", "MULTI"}:
+            raise LuodiError(f"OpenVINO has no device {device!r}; available: {', '.join(core.available_devices)}")
+        weights = Path(model_path).with_suffix(".bin")
+        if not weights.is_file():
+            raise CorruptModelError(f"{model_path}: its weights file {weights.name} is missing")
+        try:
+            model = core.read_model(str(model_path))
+            self.compiled = core.compile_model(model, device, compile_options(threads, hint, fp32))
+        except Exception as e:  # OpenVINO raises RuntimeError with multi-line messages
+            raise CorruptModelError(f"{model_path}: OpenVINO cannot load the model "
+                                    f"({str(e).strip().splitlines()[0][:300]})") from None
+        inputs = {name for port in self.compiled.inputs for name in port.get_names()}
+        self.stateful = not any(name.startswith("past_key_values") for name in inputs)
+        self.has_beam_idx = "beam_idx" in inputs
+        layers = spec["num_layers"]
+        self.past_names = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+        self.present_names = [name.replace("past_key_values", "present") for name in self.past_names]
+        self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
+
+    def new_state(self, batch: int, capacity: int | None = None) -> KVState:
+        state = super().new_state(batch, capacity)
+        request = self.compiled.create_infer_request()
+        request.reset_state()
+        state.cache = {"request": request, "kv": None}
+        return state
+
+    def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
+        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+                 "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
+                 "position_ids": np.ascontiguousarray(position_ids, dtype=np.int64)}
+        if self.has_beam_idx:
+            feeds["beam_idx"] = np.arange(state.batch, dtype=np.int32)
+        if not self.stateful:
+            kv = state.cache["kv"] or [np.zeros((state.batch, *self._kv_shape), np.float32)] * len(self.past_names)
+            feeds |= dict(zip(self.past_names, kv))
+        request = state.cache["request"]
+        try:
+            request.infer(feeds, share_inputs=True)
+        except Exception as e:
+            raise LuodiError(f"OpenVINO failed to run the model: {str(e).strip().splitlines()[0][:300]}") from None
+        if not self.stateful:
+            state.cache["kv"] = [request.get_tensor(name).data.copy() for name in self.present_names]
+        state.past_length += input_ids.shape[1]
+        logits = request.get_tensor("logits").data
+        return np.array(logits[:, -1, :], dtype=np.float32)
