@@ -11,15 +11,16 @@ TINY = ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gpt2"]
 
 @pytest.fixture(scope="session")
 def export_dir(tmp_path_factory):
-    """Export a named model once per session; returns the export folder."""
+    """Export a named model for a target (default ort) once per session; returns the export folder."""
     from luodi.exporters import export_model
 
     done = {}
 
-    def get(name: str):
-        if name not in done:
-            done[name] = export_model(name, out=tmp_path_factory.mktemp("exports") / f"{name}-ort", progress=False)
-        return done[name]
+    def get(name: str, target: str = "ort"):
+        if (name, target) not in done:
+            out = tmp_path_factory.mktemp("exports") / f"{name}-{target}"
+            done[name, target] = export_model(name, target=target, out=out, progress=False)
+        return done[name, target]
 
     return get
 

@@ -6,7 +6,7 @@ import torch
 from transformers import DynamicCache
 
 from luodi.manifest import read_manifest
-from luodi.runtimes.onnxruntime import OrtBackend
+from luodi.runtimes import open_backend
 
 
 def _hf_steps(model, prompts, mask, steps):
@@ -25,9 +25,9 @@ def _hf_steps(model, prompts, mask, steps):
 
 
 def _onnx_steps(folder, prompts, mask, reference_logits):
-    """ONNX logits fed the same tokens as the reference (its greedy picks), so steps stay comparable."""
+    """The export's logits fed the same tokens as the reference (its greedy picks), so steps stay comparable."""
     manifest = read_manifest(folder)
-    backend = OrtBackend(folder / "model.onnx", manifest["spec"], manifest["kv_cache"], threads=2)
+    backend = open_backend(folder, manifest, threads=2)
     state = backend.new_state(len(prompts))
     ids, mask = np.array(prompts), np.array(mask)
     positions = np.clip(mask.cumsum(-1) - 1, 0, None)

@@ -6,6 +6,7 @@ from .additive_attention_mask import AdditiveAttentionMask
 from .attention_3d import Attention3d
 from .cleanup import Cleanup
 from .embedding_gather import EmbeddingGather
+from .embedding_rows import EmbeddingRows
 from .fuse_attention import FuseAttention
 from .fuse_gelu import FuseGelu
 from .fuse_rms_norm import FuseRmsNorm
@@ -19,7 +20,7 @@ from .pack_matmuls import PackMatMuls
 
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
-                               LmHeadUnpacked, AdditiveAttentionMask)}
+                               LmHeadUnpacked, AdditiveAttentionMask, EmbeddingRows)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

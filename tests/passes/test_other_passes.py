@@ -9,6 +9,7 @@ import onnx_ir as ir
 from onnx import TensorProto, helper
 
 from luodi.passes.embedding_gather import EmbeddingGather
+from luodi.passes.embedding_rows import EmbeddingRows
 from luodi.passes.fuse_gelu import FuseGelu
 from luodi.passes.fuse_silu import FuseSilu
 from luodi.passes.last_token_logits import LastTokenLogits
@@ -155,3 +156,17 @@ def test_lm_head_weight_becomes_3d_for_head_and_lookup():
 def test_lm_head_read_by_other_ops_is_left_alone():
     ids = np.random.default_rng(9).integers(0, 50, (2, 3))
     assert apply_and_compare(LmHeadUnpacked(), lambda: _tied_head(other_reader=True), {"ids": ids})[0] == 0
+
+
+def test_tied_table_becomes_rows_for_lookup_and_head():
+    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
+    count, ops = apply_and_compare(EmbeddingRows(), _tied_head, {"ids": ids})
+    assert count == 1 and ops == ["Gather", "Transpose", "MatMul"]  # row lookup; the head reads Transpose(rows)
+    m = _tied_head()
+    EmbeddingRows()(m)
+    assert [list(v.shape) for v in m.graph.initializers.values()] == [[50, HIDDEN]]
+
+
+def test_tied_table_read_by_other_ops_keeps_its_layout():
+    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
+    assert apply_and_compare(EmbeddingRows(), lambda: _tied_head(other_reader=True), {"ids": ids})[0] == 0

@@ -1,0 +1,111 @@
+"""The OpenVINO target: a stateful IR per family that matches transformers, OpenVINO's own fusions of it,
+state reset between generations, padded batches, weight compression, and bad input."""
+
+import shutil
+
+import openvino as ov
+import pytest
+
+import luodi
+from luodi.errors import ContextLengthError, CorruptModelError, LuodiError
+from luodi.exporters import export_model
+from luodi.manifest import read_manifest
+
+from test_parity import _max_diff
+
+
+def _ov_ops(folder):
+    return {op.get_type_name() for op in ov.Core().read_model(str(folder / "openvino_model.xml")).get_ops()}
+
+
+def test_tiny_logits_match_transformers(tiny, export_dir, reference):
+    assert _max_diff(tiny, lambda name: export_dir(name, "openvino"), reference) <= 1e-4
+
+
+@pytest.mark.smollm2
+def test_smollm2_logits_match_transformers(export_dir, reference):
+    assert _max_diff("smollm2-135m", lambda name: export_dir(name, "openvino"), reference) <= 1e-3
+
+
+def test_ir_is_stateful_and_fused(tiny, export_dir):
+    folder = export_dir(tiny, "openvino")
+    manifest = read_manifest(folder)
+    ops = _ov_ops(folder)
+    assert {"ReadValue", "Assign"} <= ops
+    model = ov.Core().read_model(str(folder / "openvino_model.xml"))
+    names = {n for port in model.inputs for n in port.get_names()}
+    assert names == {"input_ids", "attention_mask", "position_ids", "beam_idx"}
+    spec, runtime = manifest["spec"], manifest["openvino"]["runtime_ops"]
+    assert runtime["ScaledDotProductAttention"] == spec["num_layers"]  # OpenVINO's own SDPA kernel, per layer
+    if spec["family"] != "gpt2":
+        assert runtime["RMS"] == 2 * spec["num_layers"] + 1 and runtime["RoPE"] == 2 * spec["num_layers"]
+
+
+def test_state_resets_between_generations_and_batches_match(export_dir):
+    lm = luodi.load(export_dir("tiny-qwen2", "openvino"))
+    reference = luodi.load("tiny-qwen2", backend="torch")
+    prompts = ["The quick brown fox jumps over", "Hi"]
+    first, again = (lm.generate(prompts[0], max_new_tokens=10).token_ids for _ in range(2))
+    assert first == again
+    batch = [r.token_ids for r in lm.generate(prompts, max_new_tokens=10)]
+    assert batch == [r.token_ids for r in reference.generate(prompts, max_new_tokens=10)]
+
+
+def test_int8_and_int4_compress_the_weights(tmp_path):
+    sizes = {}
+    for precision in ("int8", "int4"):
+        out = export_model("tiny-llama", target="openvino", precision=precision, out=tmp_path / precision,
+                           progress=False)
+        manifest = read_manifest(out)
+        assert manifest["precision"] == precision and manifest["parity"]["max_abs_diff"] < 1.0
+        sizes[precision] = (out / "openvino_model.bin").stat().st_size
+        assert luodi.load(out).generate("Hello", max_new_tokens=4).token_ids
+    assert sizes["int4"] < sizes["int8"]
+
+
+def test_unavailable_precision():
+    with pytest.raises(LuodiError, match="precision 'int4' is not available for target ort"):
+        export_model("tiny-llama", precision="int4", progress=False)
+
+
+def test_missing_or_truncated_weights(export_dir, tmp_path):
+    for damage in ("missing", "truncated"):
+        folder = tmp_path / damage
+        shutil.copytree(export_dir("tiny-llama", "openvino"), folder)
+        weights = folder / "openvino_model.bin"
+        if damage == "missing":
+            weights.unlink()
+        else:
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        with pytest.raises(CorruptModelError):
+            luodi.load(folder, verify=False)
+        with pytest.raises(CorruptModelError):
+            luodi.load(folder)
+
+
+def test_unknown_device(export_dir):
+    with pytest.raises(LuodiError, match="OpenVINO has no device 'TPU'"):
+        luodi.load(export_dir("tiny-llama", "openvino"), device="TPU")
+
+
+def test_prompt_beyond_context(export_dir):
+    lm = luodi.load(export_dir("tiny-gpt2", "openvino"))
+    with pytest.raises(ContextLengthError, match="max context is 256"):
+        lm.generate(list(range(5, 305)), max_new_tokens=4)
+
+
+def test_openvino_missing_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    from luodi.exporters.openvino_ir import import_openvino
+
+    with pytest.raises(LuodiError, match=r"pip install 'luodi\[openvino\]'"):
+        import_openvino()
