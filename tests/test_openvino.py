@@ -109,3 +109,19 @@ def test_openvino_missing_names_the_extra(monkeypatch):
 
     with pytest.raises(LuodiError, match=r"pip install 'luodi\[openvino\]'"):
         import_openvino()
+
+
+def test_stateless_ir_runs_with_the_cache_passed_in(export_dir, tmp_path):
+    """An IR converted without the stateful lowering (past/present as tensors) gives the stateful IR's tokens."""
+    from luodi.runtimes.openvino import OpenVinoBackend
+
+    plain = export_model("tiny-llama", out=tmp_path / "plain", passes="cleanup,additive_attention_mask",
+                         progress=False)
+    ov.save_model(ov.convert_model(str(plain / "model.onnx")), str(tmp_path / "stateless.xml"))
+    stateful = luodi.load(export_dir("tiny-llama", "openvino"))
+    backend = OpenVinoBackend(tmp_path / "stateless.xml", read_manifest(plain)["spec"])
+    assert not backend.stateful
+    stateless = luodi.LanguageModel(backend, stateful.tokenizer, stateful.eos_ids, stateful.pad_id)
+    prompts = ["The quick brown fox", "A longer prompt than the first one is"]
+    assert [r.token_ids for r in stateless.generate(prompts, max_new_tokens=8)] == \
+        [r.token_ids for r in stateful.generate(prompts, max_new_tokens=8)]

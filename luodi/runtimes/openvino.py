@@ -1,11 +1,12 @@
 """OpenVINO backend: a stateful IR whose KV cache lives inside the infer request.
 
-Each generation gets its own infer request (its state starts empty: reset_state()); a step feeds the new
+Each generation runs on an infer request whose state starts empty (reset_state()); a step feeds the new
 tokens, the mask over past + new positions, their positions and beam_idx (row i continues cached row i),
 and copies out only the last position's logits. A stateless IR (past/present as tensors) is run with the
 cache passed in and out, for users who need it.
 """
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +61,19 @@ class OpenVinoBackend(Backend):
         self.past_names = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
         self.present_names = [name.replace("past_key_values", "present") for name in self.past_names]
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
+        self._last = None  # (infer request, weak reference to the state using it)
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
+        """A generation's state: an infer request with its KV variables reset. The previous generation's request
+        is reused once nothing refers to its state any more (a new request's first inference allocates its
+        memory, ~0.3 s for a 512-token prompt); a generation still in progress keeps its own."""
         state = super().new_state(batch, capacity)
-        request = self.compiled.create_infer_request()
+        request, owner = self._last if self._last else (None, None)
+        if request is None or owner() is not None:
+            request = self.compiled.create_infer_request()
         request.reset_state()
         state.cache = {"request": request, "kv": None}
+        self._last = (request, weakref.ref(state))
         return state
 
     def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
