@@ -87,7 +87,7 @@ class OpenVinoBackend(Backend):
             feeds |= dict(zip(self.past_names, kv))
         request = state.cache["request"]
         try:
-            request.infer(feeds, share_inputs=True)
+            request.infer(feeds)  # inputs are copied: the request must not keep pointers into freed arrays
         except Exception as e:
             raise LuodiError(f"OpenVINO failed to run the model: {str(e).strip().splitlines()[0][:300]}") from None
         if not self.stateful:
