@@ -30,6 +30,8 @@ def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> di
     onnx_path = target / (manifest["model_file"] if manifest else "model.onnx") if target.is_dir() else target
     if not onnx_path.is_file():
         raise CorruptModelError(f"{target}: no ONNX model found")
+    if onnx_path.suffix == ".xml" and manifest:
+        return _lowered_report(onnx_path, manifest, shape)
     from .passes.base import op_histogram, weight_bytes
 
     model = _load(onnx_path)
@@ -54,6 +56,21 @@ def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> di
     return report
 
 
+def _lowered_report(ir_path: Path, manifest: dict, shape) -> dict:
+    """The report of an export lowered to an OpenVINO IR, from its manifest: the ONNX graph it was lowered
+    from (ops after the passes) and what OpenVINO's CPU plugin compiled it into."""
+    if shape:
+        raise LuodiError(f"{ir_path}: --step plans an ONNX graph; this export keeps only its OpenVINO IR "
+                         "(its manifest holds the plans made at export time)")
+    graph = manifest.get("graph", {})
+    ops = graph.get("ops", {})
+    return {"model": str(ir_path), "nodes": graph.get("nodes"), "ops": ops,
+            "fused_ops": {k: v for k, v in ops.items() if k.split(".")[-1] in FUSED_OPS or "." in k},
+            "runtime_ops": manifest.get("openvino", {}).get("runtime_ops", {}),
+            "passes": manifest.get("passes", {}), "nodes_before_passes": graph.get("nodes_before_passes"),
+            "max_context": manifest["max_context"], "kv_cache": manifest.get("kv_cache"), **manifest["memory"]}
+
+
 def format_report(report: dict) -> str:
     """The report as readable text."""
     lines = [f"{report['model']}"]
@@ -64,6 +81,8 @@ def format_report(report: dict) -> str:
         lines.append("passes: " + ", ".join(f"{k} {v}" for k, v in report["passes"].items()))
     lines.append("fused ops: " + (", ".join(f"{k} {v}" for k, v in report["fused_ops"].items()) or "none"))
     lines.append("ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))
+    if report.get("runtime_ops"):
+        lines.append("OpenVINO runtime ops: " + ", ".join(f"{k} {v}" for k, v in report["runtime_ops"].items()))
     lines.append(f"weights: {report['weight_bytes'] / 1e6:.1f} MB")
     if "kv_bytes_at_max_context" in report:
         lines.append(f"KV cache ({report['kv_cache']}): {report['kv_bytes_per_token'] / 1e3:.1f} kB per position, "

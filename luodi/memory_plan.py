@@ -34,10 +34,43 @@ def _evaluate(expr: str, dims: dict[str, int]) -> int:
     return int(walk(ast.parse(expr, mode="eval")))
 
 
+_CONSTANT_FORMS = {"value_int": onnx.TensorProto.INT64, "value_ints": onnx.TensorProto.INT64,
+                   "value_float": onnx.TensorProto.FLOAT, "value_floats": onnx.TensorProto.FLOAT}
+
+
+def _constants_as_tensors(proto: onnx.ModelProto) -> None:
+    """Constant nodes given as value_int(s)/value_float(s) -> a `value` tensor (the only form ONNX Runtime's
+    symbolic shape inference reads)."""
+    for node in proto.graph.node:
+        if node.op_type != "Constant" or len(node.attribute) != 1 or node.attribute[0].name not in _CONSTANT_FORMS:
+            continue
+        attr = node.attribute[0]
+        value = helper.get_attribute_value(attr)
+        dims = [len(value)] if isinstance(value, list) else []
+        tensor = helper.make_tensor("value", _CONSTANT_FORMS[attr.name], dims, value if dims else [value])
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("value", tensor))
+
+
+def _external_weights_as_inputs(proto: onnx.ModelProto) -> None:
+    """Initializers whose data lives in the external file -> graph inputs of the same type and shape: shape
+    inference needs only those, and must not try to read the weights."""
+    graph, kept = proto.graph, []
+    for tensor in graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        else:
+            kept.append(tensor)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
 def _shapes(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Every value's type: ONNX Runtime's symbolic inference (contrib ops), else ONNX's own (standard ops only)."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    _constants_as_tensors(proto)
+    _external_weights_as_inputs(proto)
     try:
         inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
     except Exception:  # it reads some standard ops (opset-23 Attention) as the contrib ops of the same name

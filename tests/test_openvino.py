@@ -39,6 +39,18 @@ def test_ir_is_stateful_and_fused(tiny, export_dir):
     assert runtime["ScaledDotProductAttention"] == spec["num_layers"]  # OpenVINO's own SDPA kernel, per layer
     if spec["family"] != "gpt2":
         assert runtime["RMS"] == 2 * spec["num_layers"] + 1 and runtime["RoPE"] == 2 * spec["num_layers"]
+    plan = manifest["memory"]["activations"]["prefill_max_context"]  # planned on the ONNX graph before lowering
+    assert 0 < plan["planned_peak_bytes"] < plan["naive_bytes"]
+
+
+def test_inspect_reports_the_lowered_export(export_dir):
+    from luodi.inspect import format_report, inspect_model
+
+    report = inspect_model(export_dir("tiny-llama", "openvino"))
+    assert report["runtime_ops"]["ScaledDotProductAttention"] == 2 and report["kv_cache"] == "stateful"
+    assert "OpenVINO runtime ops" in format_report(report)
+    with pytest.raises(LuodiError, match="keeps only its OpenVINO IR"):
+        inspect_model(export_dir("tiny-llama", "openvino"), (1, 8, 0))
 
 
 def test_state_resets_between_generations_and_batches_match(export_dir):
