@@ -46,7 +46,7 @@ class OpenVinoBackend(Backend):
                 "AUTO", "HETERO", "MULTI"}:
             raise LuodiError(f"OpenVINO has no device {device!r}; available: {', '.join(core.available_devices)}")
         weights = Path(model_path).with_suffix(".bin")
-        if not weights.is_file():
+        if Path(model_path).suffix == ".xml" and not weights.is_file():
             raise CorruptModelError(f"{model_path}: its weights file {weights.name} is missing")
         try:
             model = core.read_model(str(model_path))
