@@ -27,8 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="ort")
     p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
     p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
-    p.add_argument("--precision", choices=["fp32", "int8", "int4"],
-                   help="weights (default the target's; int8/int4 as the target config lists them)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
+                   help="weights (default the target's; fp16/int8/int4 as the target config lists them)")
     p.add_argument("--passes", help="edit the target's pass list: 'list' shows it; 'a,b' replaces it; "
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")

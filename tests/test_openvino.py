@@ -63,16 +63,16 @@ def test_state_resets_between_generations_and_batches_match(export_dir):
     assert batch == [r.token_ids for r in reference.generate(prompts, max_new_tokens=10)]
 
 
-def test_int8_and_int4_compress_the_weights(tmp_path):
+def test_fp16_int8_and_int4_compress_the_weights(tmp_path):
     sizes = {}
-    for precision in ("int8", "int4"):
+    for precision in ("fp16", "int8", "int4"):
         out = export_model("tiny-llama", target="openvino", precision=precision, out=tmp_path / precision,
                            progress=False)
         manifest = read_manifest(out)
         assert manifest["precision"] == precision and manifest["parity"]["max_abs_diff"] < 1.0
         sizes[precision] = (out / "openvino_model.bin").stat().st_size
         assert luodi.load(out).generate("Hello", max_new_tokens=4).token_ids
-    assert sizes["int4"] < sizes["int8"]
+    assert sizes["int4"] < sizes["int8"] < sizes["fp16"]
 
 
 def test_unavailable_precision():

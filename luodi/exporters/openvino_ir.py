@@ -79,17 +79,19 @@ def _compress(model, compression: dict):
 
 
 def lower_to_openvino(onnx_path: Path, out_dir: Path, num_layers: int, compression: dict | None = None) -> Path:
-    """Convert `onnx_path` to a stateful IR in out_dir (compressed when `compression` is given); returns the .xml."""
+    """Convert `onnx_path` to a stateful IR in out_dir; returns the .xml. `compression`: an NNCF mode (int8,
+    int4) or FP16 (weights stored as fp16 in the .bin, computed in f32)."""
     ov = import_openvino()
     model = ov.convert_model(str(onnx_path))
     past = [f"past_key_values.{i}.{k}" for i in range(num_layers) for k in ("key", "value")]
     present = [name.replace("past_key_values", "present") for name in past]
     _add_beam_idx(model, past)
     _make_stateful(model, past, present)
-    if compression:
+    fp16 = bool(compression) and compression["mode"] == "FP16"
+    if compression and not fp16:
         model = _compress(model, compression)
     xml = Path(out_dir) / IR_FILE
-    ov.save_model(model, str(xml), compress_to_fp16=False)
+    ov.save_model(model, str(xml), compress_to_fp16=fp16)
     return xml
 
 
