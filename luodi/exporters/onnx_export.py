@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..runtimes.base import kv_names
 from .decoder import CanonicalDecoder
 
 OPSET = 18
@@ -25,10 +26,8 @@ ORT_OPS_IN_DEFAULT_DOMAIN = {"SimplifiedLayerNormalization"}
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
     """The graph's input and output names, in order."""
-    kv = [(i, kind) for i in range(num_layers) for kind in ("key", "value")]
-    inputs = ["input_ids", "attention_mask", "position_ids"] + [f"past_key_values.{i}.{k}" for i, k in kv]
-    outputs = ["logits"] + [f"present.{i}.{k}" for i, k in kv]
-    return inputs, outputs
+    past, present = kv_names(num_layers)
+    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
 
 
 def _sample_inputs(model: CanonicalDecoder):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LuodiError
+from ..runtimes.base import kv_names
 
 IR_FILE = "openvino_model.xml"
 IR_WEIGHTS = "openvino_model.bin"
@@ -83,8 +84,7 @@ def lower_to_openvino(onnx_path: Path, out_dir: Path, num_layers: int, compressi
     int4) or FP16 (weights stored as fp16 in the .bin, computed in f32)."""
     ov = import_openvino()
     model = ov.convert_model(str(onnx_path))
-    past = [f"past_key_values.{i}.{k}" for i in range(num_layers) for k in ("key", "value")]
-    present = [name.replace("past_key_values", "present") for name in past]
+    past, present = kv_names(num_layers)
     _add_beam_idx(model, past)
     _make_stateful(model, past, present)
     fp16 = bool(compression) and compression["mode"] == "FP16"

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def kv_names(num_layers: int) -> tuple[list[str], list[str]]:
+    """The graph's KV-cache input names (past_key_values.{i}.key|value) and the matching output names
+    (present.{i}.key|value), layer by layer."""
+    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    return past, [name.replace("past_key_values", "present", 1) for name in past]
+
+
 @dataclass
 class KVState:
     """One generation's KV cache as the backend holds it, and how many positions it covers."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptModelError, LuodiError
-from .base import Backend, KVState
+from .base import Backend, KVState, kv_names
 
 KV_LAYOUTS = ("concat", "shared_buffer")
 
@@ -59,9 +59,7 @@ class OrtBackend(Backend):
         except Exception as e:  # ORT raises its own exception types for bad or truncated files
             raise CorruptModelError(f"{model_path}: ONNX Runtime cannot load the model "
                                     f"({str(e).splitlines()[0][:300]})") from None
-        layers = spec["num_layers"]
-        self.past_names = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
-        self.present_names = [f"present.{i}.{k}" for i in range(layers) for k in ("key", "value")]
+        self.past_names, self.present_names = kv_names(spec["num_layers"])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
 

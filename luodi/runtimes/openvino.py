@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptModelError, LuodiError
-from .base import Backend, KVState
+from .base import Backend, KVState, kv_names
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 
@@ -57,9 +57,7 @@ class OpenVinoBackend(Backend):
         inputs = {name for port in self.compiled.inputs for name in port.get_names()}
         self.stateful = not any(name.startswith("past_key_values") for name in inputs)
         self.has_beam_idx = "beam_idx" in inputs
-        layers = spec["num_layers"]
-        self.past_names = [f"past_key_values.{i}.{k}" for i in range(layers) for k in ("key", "value")]
-        self.present_names = [name.replace("past_key_values", "present") for name in self.past_names]
+        self.past_names, self.present_names = kv_names(spec["num_layers"])
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
         self._last = None  # (infer request, weak reference to the state using it)
 
