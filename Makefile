@@ -1,4 +1,4 @@
-# luodi: `make export TARGET=ort` sets up, exports the default model and prints a generation; `make test`.
+# luodi: `make export TARGET=ort|openvino|trt [TRT_ARCH=sm89]` sets up, exports the default model and prints a generation; `make test`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,6 +7,11 @@ MODEL  ?= smollm2-135m
 OUT    ?= build/$(MODEL)-$(TARGET)
 PROMPT ?= What is the capital of France?
 THREADS ?= 2
+TRT_ARCH ?=
+# a trt export's engine needs an NVIDIA GPU; the generation here runs the same graph under ONNX Runtime CPU
+# (scripts/gpu_check.sh runs the engine itself on a GPU machine)
+EXPORT_FLAGS := $(if $(TRT_ARCH),--trt-arch $(TRT_ARCH),)
+GEN_FLAGS := $(if $(filter trt,$(TARGET)),--backend ort,)
 
 .PHONY: setup export test bench clean
 
@@ -19,11 +24,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 export: setup
-	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT)
-	$(PY) -m luodi generate $(OUT) --chat --prompt "$(PROMPT)" --max-new-tokens 64
+	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT) $(EXPORT_FLAGS)
+	$(PY) -m luodi generate $(OUT) $(GEN_FLAGS) --chat --prompt "$(PROMPT)" --max-new-tokens 64
 
 $(OUT)/manifest.json: | setup
-	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT)
+	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT) $(EXPORT_FLAGS)
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 test: setup
@@ -31,8 +36,8 @@ test: setup
 
 # W1-like (chat prompt, 128 new tokens) and W2-like (512-token prompt, 32 new tokens); medians of 5 runs.
 bench: $(OUT)/manifest.json
-	$(PY) -m luodi bench $(OUT) --chat --prompt "$(PROMPT)" --new-tokens 128 --ignore-eos --repeat 5 --threads $(THREADS)
-	$(PY) -m luodi bench $(OUT) --prompt-tokens 512 --new-tokens 32 --ignore-eos --repeat 5 --threads $(THREADS)
+	$(PY) -m luodi bench $(OUT) $(GEN_FLAGS) --chat --prompt "$(PROMPT)" --new-tokens 128 --ignore-eos --repeat 5 --threads $(THREADS)
+	$(PY) -m luodi bench $(OUT) $(GEN_FLAGS) --prompt-tokens 512 --new-tokens 32 --ignore-eos --repeat 5 --threads $(THREADS)
 
 clean:
 	rm -rf build

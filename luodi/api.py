@@ -142,15 +142,16 @@ def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[
 
 
 def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True,
-         device: str = "CPU"):
+         device: str = "CPU", providers: list[str] | None = None):
     """A LanguageModel for an export folder (backend from its manifest; files checked against it unless
-    verify=False; `device` for OpenVINO) or, with backend="torch", for any model source run by the
-    transformers reference."""
+    verify=False; `device` for OpenVINO, `providers` for ONNX Runtime, e.g. ["cuda"]) or, with
+    backend="torch", for any model source run by the transformers reference."""
     folder = Path(path_or_name)
     if (folder / "manifest.json").is_file() and backend != "torch":
         manifest = read_manifest(folder)
         verify_files(folder, manifest, checksums=verify)
-        runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device)
+        runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device,
+                               providers=providers)
         tokenizer = Tokenizer(folder)
         return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
     if backend not in (None, "torch"):

@@ -28,17 +28,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
     p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
-                   help="weights (default the target's; fp16/int8/int4 as the target config lists them)")
+                   help="weights (default the target's; fp16/int8/int4 as the target config lists them; "
+                        "for trt, fp16 is the whole graph's precision)")
     p.add_argument("--passes", help="edit the target's pass list: 'list' shows it; 'a,b' replaces it; "
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
+    trt = p.add_argument_group("TensorRT engine (--target trt)")
+    trt.add_argument("--trt-arch", help="compute capability to build for, e.g. sm89 (default: this GPU's, else sm89)")
+    trt.add_argument("--trt-workspace-mb", type=int, help="builder workspace limit in MB")
+    trt.add_argument("--trt-timing-cache", type=Path, help="timing cache file, read if present and updated")
+    trt.add_argument("--max-batch", type=int, default=4, help="largest batch the engine's profiles take")
 
     p = sub.add_parser("generate", help="generate text with an export folder")
     p.add_argument("model", help="export folder (or, with --backend torch, any model source)")
     p.add_argument("--prompt", required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
-    p.add_argument("--backend", choices=["ort", "openvino", "torch"])
+    p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
+                   help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
+    p.add_argument("--providers", type=lambda s: s.split(","),
+                   help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
@@ -55,8 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-eos", action="store_true", help="suppress EOS so exactly --new-tokens are made")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--backend", choices=["ort", "openvino", "torch"])
+    p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
+                   help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
+    p.add_argument("--providers", type=lambda s: s.split(","),
+                   help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
@@ -71,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_export(args) -> int:
     from .exporters import export_model, target_config
+    from .exporters.tensorrt_engine import EngineOptions
     from .passes import PASSES
 
     if args.passes == "list":
@@ -79,15 +92,42 @@ def _cmd_export(args) -> int:
         for name, cls in PASSES.items():
             print(f"  {name:18} {cls.description}")
         return 0
+    if args.max_batch < 1:
+        raise LuodiError("--max-batch must be at least 1")
+    engine = EngineOptions(arch=args.trt_arch, workspace_mb=args.trt_workspace_mb, timing_cache=args.trt_timing_cache,
+                           max_batch=args.max_batch)
     out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
-                       progress=not args.json, passes=args.passes, precision=args.precision)
+                       progress=not args.json, passes=args.passes, precision=args.precision, engine=engine)
     manifest = json.loads((out / "manifest.json").read_text())
     summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
                "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
+    if "tensorrt" in manifest:
+        summary["tensorrt"] = {k: v for k, v in manifest["tensorrt"].items() if k != "profiles"}
     print(json.dumps(summary) if args.json else
           f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; max |logit diff| vs transformers "
-          f"{summary['parity']['max_abs_diff']:.2e})")
+          f"{summary['parity']['max_abs_diff']:.2e} under {summary['parity'].get('backend', manifest['backend'])})")
+    if "tensorrt" in manifest and not args.json:
+        _print_engine(manifest["tensorrt"], manifest["max_context"])
     return 0
+
+
+def _print_engine(info: dict, max_context: int) -> None:
+    """The engine's size and profiles, and what running it needs."""
+    if not info["engine_file"]:
+        print(f"no TensorRT engine: TensorRT is not installed (the graph passed the {info['legality']}); "
+              "pip install 'luodi[tensorrt]' and export again")
+        return
+    print(f"TensorRT engine {info['engine_file']}: {info['engine_bytes'] / 1e6:.1f} MB, {info['module']} "
+          f"{info['version']}, built for {info['arch']} in {info['build_seconds']} s")
+    for name, shapes in info["profiles"].items():
+        (lo_b, lo_s), _, (hi_b, hi_s) = shapes["input_ids"]
+        print(f"  profile {name}: batch {lo_b}..{hi_b}, tokens per step {lo_s}..{hi_s}, "
+              f"past + new 1..{shapes['attention_mask'][2][1]} (KV buffers of {max_context} positions)")
+    from .exporters.tensorrt_engine import current_arch
+
+    if current_arch() is None:
+        print("  running the engine needs an NVIDIA GPU (none here); `luodi generate DIR --backend ort` runs "
+              "the same graph under ONNX Runtime CPU")
 
 
 def _sampling_kwargs(args) -> dict:
@@ -99,7 +139,8 @@ def _sampling_kwargs(args) -> dict:
 def _cmd_generate(args) -> int:
     import luodi
 
-    lm = luodi.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    lm = luodi.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
+                    providers=args.providers)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     kwargs = _sampling_kwargs(args)
     if args.json:
@@ -124,7 +165,7 @@ def _cmd_bench(args) -> int:
     from .bench import anchor_workload, run_bench, synthetic_prompt, timed_load
 
     lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
-                                               device=args.device))
+                                               device=args.device, providers=args.providers))
     new_tokens = args.new_tokens
     if args.workload:
         ids, new_tokens = anchor_workload(args.workload)

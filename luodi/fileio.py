@@ -23,13 +23,13 @@ def _umask() -> int:
     return mask
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary sibling and a rename."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to path through a temporary sibling and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
@@ -38,6 +38,11 @@ def write_text_atomic(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write text (UTF-8) to path through a temporary sibling and a rename."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ from .manifest import MANIFEST
 from .memory_plan import memory_report, plan_activations
 
 FUSED_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "SkipLayerNormalization",
-             "FastGelu", "RotaryEmbedding", "Attention", "GroupQueryAttention", "MultiHeadAttention"}
+             "FastGelu", "RotaryEmbedding", "Attention", "GroupQueryAttention", "MultiHeadAttention",
+             "RMSNormalization", "TensorScatter"}
 
 
 def _load(path: Path):

@@ -1,6 +1,6 @@
 """Compare `luodi generate --json` greedy token ids with transformers' fp32 generate on prompts you give.
 
-Usage: python scripts/greedy_vs_transformers.py EXPORT_DIR PROMPTS_FILE [--max-new-tokens N] [--chat]
+Usage: python scripts/greedy_vs_transformers.py EXPORT_DIR PROMPTS_FILE [--max-new-tokens N] [--chat] [--backend B]
 PROMPTS_FILE holds one prompt per line. Prints one line per prompt and exits 1 if any differs.
 """
 
@@ -22,6 +22,7 @@ def main() -> int:
     ap.add_argument("prompts_file")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--chat", action="store_true")
+    ap.add_argument("--backend", help="luodi generate --backend (e.g. ort for a trt export on a CPU-only machine)")
     args = ap.parse_args()
     source = resolve(read_manifest(args.export_dir)["source"]["name"])
     model, tok = load_reference(source.hf_dir), load_reference_tokenizer(source.hf_dir)
@@ -29,7 +30,8 @@ def main() -> int:
     failures = 0
     for prompt in prompts:
         cmd = [sys.executable, "-m", "luodi", "generate", args.export_dir, "--prompt", prompt,
-               "--max-new-tokens", str(args.max_new_tokens), "--json"] + (["--chat"] if args.chat else [])
+               "--max-new-tokens", str(args.max_new_tokens), "--json"]
+        cmd += (["--chat"] if args.chat else []) + (["--backend", args.backend] if args.backend else [])
         got = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)["token_ids"]
         if args.chat:
             ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,

@@ -24,10 +24,10 @@ def _hf_steps(model, prompts, mask, steps):
     return out
 
 
-def _onnx_steps(folder, prompts, mask, reference_logits):
+def _onnx_steps(folder, prompts, mask, reference_logits, kind=None):
     """The export's logits fed the same tokens as the reference (its greedy picks), so steps stay comparable."""
     manifest = read_manifest(folder)
-    backend = open_backend(folder, manifest, threads=2)
+    backend = open_backend(folder, manifest, kind=kind, threads=2)
     state = backend.new_state(len(prompts))
     ids, mask = np.array(prompts), np.array(mask)
     positions = np.clip(mask.cumsum(-1) - 1, 0, None)
@@ -40,14 +40,14 @@ def _onnx_steps(folder, prompts, mask, reference_logits):
     return out
 
 
-def _max_diff(name, export_dir, reference, steps=5):
+def _max_diff(name, export_dir, reference, steps=5, kind=None):
     model, tok = reference(name)
     a = tok("The quick brown fox jumps over the lazy dog")["input_ids"]
     b = tok("Paris")["input_ids"]
     pad = [tok.pad_token_id or 0] * (len(a) - len(b))
     prompts, mask = [a, pad + b], [[1] * len(a), [0] * len(pad) + [1] * len(b)]
     want = _hf_steps(model, prompts, mask, steps)
-    got = _onnx_steps(export_dir(name), prompts, mask, want)
+    got = _onnx_steps(export_dir(name), prompts, mask, want, kind)
     return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
 
 

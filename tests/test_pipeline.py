@@ -1,4 +1,4 @@
-"""The ort pass pipeline on whole models: each fusion matches the expected number of times (a silent
+"""The ort and trt pass pipelines on whole models: each fusion matches the expected number of times (a silent
 non-match fails), pipeline edits, and `luodi inspect`."""
 
 import json
@@ -25,23 +25,36 @@ def _expected(spec: dict) -> dict:
             "pack_matmuls": 2 * layers, "inplace_kv_cache": layers if full_rotary else 0}
 
 
+def _expected_trt(spec: dict) -> dict:
+    """The trt pipeline: standard ops only, attention left as MatMul/Softmax (no fp32 fused kernel in TRT)."""
+    layers, rope = spec["num_layers"], spec["family"] != "gpt2"
+    return {"embedding_gather": int(spec["tie_word_embeddings"]), "rms_normalization": (2 * layers + 1) * rope,
+            "fuse_rotary": 2 * layers * rope, "kv_cache_scatter": layers, "last_token_logits": 1}
+
+
 def _check_counts(folder):
     manifest = read_manifest(folder)
     spec = manifest["spec"]
     passes = {k: v for k, v in manifest["passes"].items() if not k.startswith("cleanup")}
+    if manifest["target"] == "trt":
+        assert passes == _expected_trt(spec) and manifest["kv_cache"] == "scatter_buffer"
+        assert not [op for op in manifest["graph"]["ops"] if "." in op]  # no contrib-domain op
+        return
     assert passes == _expected(spec)
     assert manifest["kv_cache"] == ("shared_buffer" if passes["inplace_kv_cache"] else "concat")
     graph = manifest["graph"]
     assert graph["nodes"] * 2 <= graph["nodes_before_passes"]
 
 
-def test_tiny_fusion_counts(tiny, export_dir):
-    _check_counts(export_dir(tiny))
+@pytest.mark.parametrize("target", ["ort", "trt"])
+def test_tiny_fusion_counts(tiny, target, export_dir):
+    _check_counts(export_dir(tiny, target))
 
 
 @pytest.mark.smollm2
-def test_smollm2_fusion_counts(export_dir):
-    _check_counts(export_dir("smollm2-135m"))
+@pytest.mark.parametrize("target", ["ort", "trt"])
+def test_smollm2_fusion_counts(target, export_dir):
+    _check_counts(export_dir("smollm2-135m", target))
 
 
 def test_pipeline_edits():

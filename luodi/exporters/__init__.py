@@ -12,6 +12,7 @@ from ..fileio import atomic_folder
 from ..manifest import MANIFEST, write_manifest
 from ..paths import configs_dir
 from ..progress import Stages
+from .tensorrt_engine import EngineOptions
 
 log = logging.getLogger(__name__)
 LOGITS_TOLERANCE = 1e-3  # fp32 max abs logit difference an export may have against transformers
@@ -47,11 +48,17 @@ def _generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> dict:
             "bos_token_id": gen.get("bos_token_id")}
 
 
-def _kv_cache_layout(inplace_layers: int, layers: int) -> str:
-    """'shared_buffer' when every layer's attention writes its KV cache in place, 'concat' when none does."""
-    if inplace_layers not in (0, layers):
-        raise LuodiError(f"inplace_kv_cache rewrote {inplace_layers} of {layers} layers; a model needs all or none")
-    return "shared_buffer" if inplace_layers else "concat"
+def _kv_cache_layout(pass_counts: dict, layers: int) -> str:
+    """How the graph holds its KV cache: 'shared_buffer' (inplace_kv_cache: GroupQueryAttention writes in
+    place), 'scatter_buffer' (kv_cache_scatter: TensorScatter into a fixed max-context buffer) or 'concat'.
+    Every layer or none: a partly rewritten model has no layout a runtime could drive."""
+    rewritten = {name: pass_counts.get(name, 0) for name in ("inplace_kv_cache", "kv_cache_scatter")}
+    for name, count in rewritten.items():
+        if count not in (0, layers):
+            raise LuodiError(f"{name} rewrote {count} of {layers} layers; a model needs all or none")
+    if rewritten["inplace_kv_cache"]:
+        return "shared_buffer"
+    return "scatter_buffer" if rewritten["kv_cache_scatter"] else "concat"
 
 
 def _compression(config: dict, precision: str) -> dict | None:
@@ -80,12 +87,14 @@ def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression:
 
 
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
-                 progress: bool = True, passes: str | None = None, precision: str | None = None) -> Path:
+                 progress: bool = True, passes: str | None = None, precision: str | None = None,
+                 engine: EngineOptions | None = None) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
 
     `passes` edits the target's pass list (see luodi.passes.resolve_pipeline); `precision` (default the
-    target's) picks fp32 or a weight compression the target config lists. The folder appears only when
-    everything succeeded, including the parity check against transformers (fp32 exports must match it).
+    target's) picks fp32 or a weight compression the target config lists; `engine` sets how a TensorRT
+    target's engine is built. The folder appears only when everything succeeded, including the parity check
+    against transformers (fp32 exports must match it).
     """
     from ..loaders import resolve
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
@@ -103,21 +112,26 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     out = Path(out) if out else default_out(model, target)
     _check_out(out)
     lowering = ["lower to OpenVINO"] if config["backend"] == "openvino" else []
+    building = ["build TensorRT engine"] if config["backend"] == "tensorrt" else []
     stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", *lowering,
-                     "parity check", "manifest"], enabled=progress)
+                     "parity check", *building, "manifest"], enabled=progress)
     with stages, atomic_folder(out) as tmp:
         stages.next()
         source = resolve(model)
         stages.next()
         hf_model = load_reference(source.hf_dir)
         canonical = canonical_from_hf(hf_model, max_context)
+        if compression and "dtype" in compression:  # a graph in reduced precision (the trt target's fp16)
+            import torch
+
+            canonical = canonical.to(getattr(torch, compression["dtype"]))
         spec = canonical.spec
         stages.next()
         graph = trace_to_onnx(canonical)
         stages.next()
         ops_before = op_histogram(graph)
         pass_counts = run_passes(graph, pipeline)
-        kv_cache = _kv_cache_layout(pass_counts.get("inplace_kv_cache", 0), spec.num_layers)
+        kv_cache = _kv_cache_layout(pass_counts, spec.num_layers)
         ops_after = op_histogram(graph)
         stages.next()
         onnx_path = save_onnx(graph, tmp)
@@ -151,6 +165,11 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         if precision == "fp32" and parity["max_abs_diff"] > LOGITS_TOLERANCE:
             raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
                              f"> {LOGITS_TOLERANCE}")
+        if building:
+            stages.next()
+            from .tensorrt_engine import build_engine
+
+            manifest["tensorrt"] = build_engine(onnx_path, tmp, spec.to_dict(), engine or EngineOptions())
         stages.next()
         write_manifest(tmp, manifest)
     return out

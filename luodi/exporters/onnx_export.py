@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..passes.kv_cache_scatter import MAX_CONTEXT_KEY
 from ..runtimes.base import kv_names
 from .decoder import CanonicalDecoder
 
@@ -32,12 +33,12 @@ def io_names(num_layers: int) -> tuple[list[str], list[str]]:
 
 def _sample_inputs(model: CanonicalDecoder):
     """Example inputs with every dynamic dimension > 1, so the tracer keeps them symbolic."""
-    spec = model.spec
+    spec, dtype = model.spec, next(model.parameters()).dtype
     batch, seq, past = 2, 3, 4
     ids = torch.zeros(batch, seq, dtype=torch.int64)
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
     pos = torch.arange(past, past + seq).expand(batch, seq).contiguous()
-    kv = [tuple(torch.zeros(batch, spec.num_kv_heads, past, spec.head_dim) for _ in range(2))
+    kv = [tuple(torch.zeros(batch, spec.num_kv_heads, past, spec.head_dim, dtype=dtype) for _ in range(2))
           for _ in range(spec.num_layers)]
     return ids, mask, pos, kv
 
@@ -74,6 +75,7 @@ def trace_to_onnx(model: CanonicalDecoder):
                                     dynamic_shapes=_dynamic_shapes(model.spec.num_layers),
                                     input_names=inputs, output_names=outputs, optimize=False, verbose=False)
     _name_total_dim(program.model)
+    program.model.metadata_props[MAX_CONTEXT_KEY] = str(model.spec.max_context)
     return program.model
 
 

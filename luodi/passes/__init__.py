@@ -14,13 +14,16 @@ from .fuse_rotary import FuseRotary
 from .fuse_silu import FuseSilu
 from .fuse_skip_norm import FuseSkipNorm
 from .inplace_kv_cache import InplaceKvCache
+from .kv_cache_scatter import KvCacheScatter
 from .last_token_logits import LastTokenLogits
 from .lm_head_unpacked import LmHeadUnpacked
 from .pack_matmuls import PackMatMuls
+from .rms_normalization import RmsNormalization
 
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
-                               LmHeadUnpacked, AdditiveAttentionMask, EmbeddingRows)}
+                               LmHeadUnpacked, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
+                               KvCacheScatter)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

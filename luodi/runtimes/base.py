@@ -34,6 +34,7 @@ class Backend(ABC):
     name: str = "base"
     max_context: int
     vocab_size: int
+    max_batch: int | None = None  # the most sequences one generation may hold (None: no limit)
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
         """An empty KV cache for `batch` sequences of up to `capacity` positions (default: max context)."""

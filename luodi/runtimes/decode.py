@@ -43,6 +43,9 @@ class DecodeLoop:
         self.config.validate()
         if not self.prompts or any(len(p) == 0 for p in self.prompts):
             raise ContextLengthError("every prompt needs at least one token")
+        if self.backend.max_batch is not None and len(self.prompts) > self.backend.max_batch:
+            raise ContextLengthError(f"{len(self.prompts)} prompts in one batch; this model takes at most "
+                                     f"{self.backend.max_batch} (its engine's profiles)")
         longest = max(len(p) for p in self.prompts)
         limit = self.backend.max_context
         if longest >= limit:

@@ -6,6 +6,9 @@
   sequence's cache starts at slot 0 with no padding, so a multi-token step over a padded batch (or over
   a batch with a past, which GroupQueryAttention does not take) runs one sequence at a time, each on its
   own rows of the buffers.
+- scatter_buffer (the kv_cache_scatter pass, standard ops): one [batch, kv_heads, max_context, head_dim]
+  buffer per layer and key/value, bound as both past and present; TensorScatter writes a step's positions
+  at slot (mask width - new positions) for every row, so padded batches run whole.
 """
 
 import os
@@ -17,7 +20,25 @@ import numpy as np
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState, kv_names
 
-KV_LAYOUTS = ("concat", "shared_buffer")
+KV_LAYOUTS = ("concat", "shared_buffer", "scatter_buffer")
+# --providers names -> ONNX Runtime execution providers (the GPU ones come with onnxruntime-gpu or a provider
+# package); CPU is always appended as the fallback for nodes a provider does not take
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+             "nvtensorrtrtx": "NvTensorRTRTXExecutionProvider"}
+
+
+def execution_providers(ort, names: list[str] | None) -> list[str]:
+    """ONNX Runtime provider names for --providers entries, or a clear error naming what is installed."""
+    wanted = [n.strip().lower() for n in names or ["cpu"] if n.strip()]
+    unknown = [n for n in wanted if n not in PROVIDERS]
+    if unknown:
+        raise LuodiError(f"unknown provider(s) {', '.join(unknown)}; known: {', '.join(PROVIDERS)}")
+    available = ort.get_available_providers()
+    missing = [n for n in wanted if PROVIDERS[n] not in available]
+    if missing:
+        raise LuodiError(f"provider(s) {', '.join(missing)} not available in this onnxruntime (it has: "
+                         f"{', '.join(available)}); install onnxruntime-gpu or the provider's package")
+    return list(dict.fromkeys([PROVIDERS[n] for n in wanted] + ["CPUExecutionProvider"]))
 
 
 def _session_options(ort, threads: int | None):
@@ -42,7 +63,8 @@ class OrtBackend(Backend):
 
     name = "ort"
 
-    def __init__(self, model_path: Path, spec: dict, kv_cache: str, threads: int | None = None):
+    def __init__(self, model_path: Path, spec: dict, kv_cache: str, threads: int | None = None,
+                 providers: list[str] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -50,38 +72,42 @@ class OrtBackend(Backend):
         if kv_cache not in KV_LAYOUTS:
             raise CorruptModelError(f"unknown KV cache layout {kv_cache!r} (known: {', '.join(KV_LAYOUTS)})")
         self._ort = ort
+        chosen = execution_providers(ort, providers)
         self.spec, self.kv_cache = spec, kv_cache
         self.max_context = spec["max_context"]
         self.vocab_size = spec["vocab_size"]
         try:
             self.session = ort.InferenceSession(str(model_path), _session_options(ort, threads),
-                                                providers=["CPUExecutionProvider"])
+                                                providers=chosen)
         except Exception as e:  # ORT raises its own exception types for bad or truncated files
             raise CorruptModelError(f"{model_path}: ONNX Runtime cannot load the model "
                                     f"({str(e).splitlines()[0][:300]})") from None
         self.past_names, self.present_names = kv_names(spec["num_layers"])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
+        past_type = next(i.type for i in self.session.get_inputs() if i.name == self.past_names[0])
+        self._kv_dtype = np.float16 if past_type == "tensor(float16)" else np.float32  # fp16 graphs (trt target)
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
         state = super().new_state(batch, capacity)
-        if self.kv_cache == "shared_buffer":  # zero pages are only backed by memory once written
+        if self.kv_cache != "concat":  # zero pages are only backed by memory once written
             heads, _, dim = self._kv_shape
-            state.cache = _SharedBuffers([np.zeros((batch, heads, state.capacity, dim), dtype=np.float32)
+            slots = self.max_context if self.kv_cache == "scatter_buffer" else state.capacity
+            state.cache = _SharedBuffers([np.zeros((batch, heads, slots, dim), dtype=self._kv_dtype)
                                           for _ in self.past_names])
         return state
 
     def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
         input_ids, attention_mask, position_ids = (np.ascontiguousarray(a, dtype=np.int64)
                                                    for a in (input_ids, attention_mask, position_ids))
-        if self.kv_cache == "shared_buffer":
+        if self.kv_cache != "concat":
             return self._forward_shared(state, input_ids, attention_mask, position_ids)
         return self._forward_concat(state, input_ids, attention_mask, position_ids)
 
     def _forward_concat(self, state, input_ids, attention_mask, position_ids) -> np.ndarray:
         binding = self._bind_inputs(input_ids, attention_mask, position_ids)
         if state.cache is None:
-            empty = np.zeros((state.batch, *self._kv_shape), dtype=np.float32)
+            empty = np.zeros((state.batch, *self._kv_shape), dtype=self._kv_dtype)
             for name in self.past_names:
                 binding.bind_cpu_input(name, empty)
         else:
@@ -92,14 +118,15 @@ class OrtBackend(Backend):
         outputs = self._run(binding)
         state.cache = outputs[1:]
         state.past_length += input_ids.shape[1]
-        return outputs[0].numpy()[:, -1, :]
+        return outputs[0].numpy()[:, -1, :].astype(np.float32, copy=False)
 
     def _forward_shared(self, state, input_ids, attention_mask, position_ids) -> np.ndarray:
         batch, seq = input_ids.shape
         if attention_mask.shape[1] > state.capacity:
             raise LuodiError(f"the KV cache holds {state.capacity} positions; this step needs "
                              f"{attention_mask.shape[1]}")
-        one_by_one = seq > 1 and batch > 1 and (state.past_length > 0 or not attention_mask.all())
+        one_by_one = self.kv_cache == "shared_buffer" and seq > 1 and batch > 1 and (
+            state.past_length > 0 or not attention_mask.all())
         if one_by_one:
             logits = np.stack([self._run_row(state, row, input_ids, attention_mask) for row in range(batch)])
         else:
@@ -135,7 +162,7 @@ class OrtBackend(Backend):
     def _run_shared(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
         self._bind_inputs(input_ids, attention_mask, position_ids, binding)
         binding.bind_output(self.output_names[0], "cpu")
-        return self._run(binding)[0].numpy()[:, -1, :]
+        return self._run(binding)[0].numpy()[:, -1, :].astype(np.float32, copy=False)
 
     def _bind_inputs(self, input_ids, attention_mask, position_ids, binding=None):
         binding = binding or self.session.io_binding()
