@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", help="edit the target's pass list: 'list' shows it; 'a,b' replaces it; "
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
+    quant = p.add_argument_group("weight quantization (--target ort --precision int4|int8)")
+    quant.add_argument("--method", choices=["rtn", "hqq", "gptq"], help="default the target config's (rtn)")
+    quant.add_argument("--group-size", type=int, help="block along the input dimension (default 32)")
+    quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
+    quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),
+                       help="MatMuls kept at int8 in an int4 export: 'lm_head' and/or node names")
+    quant.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4],
+                       help="MatMulNBits compute type (0: fp32 activations, 4: int8 activations)")
     trt = p.add_argument_group("TensorRT engine (--target trt)")
     trt.add_argument("--trt-arch", help="compute capability to build for, e.g. sm89 (default: this GPU's, else sm89)")
     trt.add_argument("--trt-workspace-mb", type=int, help="builder workspace limit in MB")
@@ -77,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="also plan the activations of one step: batch, new tokens per sequence, cached tokens")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("eval", help="perplexity on a text through the export's runtime; agreement with a reference")
+    p.add_argument("model", help="export folder")
+    p.add_argument("--text", type=Path, required=True, help="evaluation text (any text file)")
+    p.add_argument("--reference", help="reference export folder (e.g. the fp32 one) for top-1 agreement")
+    p.add_argument("--prompts", type=Path, help="prompts, one per line: identical greedy prefix vs --reference")
+    p.add_argument("--window", type=int, default=512, help="tokens per window (each starts with an empty cache)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="score at most this many tokens of the text")
+    p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true")
+
     sub.add_parser("models", help="list the named models in configs/models/")
     return ap
 
@@ -94,10 +113,16 @@ def _cmd_export(args) -> int:
         return 0
     if args.max_batch < 1:
         raise LuodiError("--max-batch must be at least 1")
+    overrides = {"method": args.method, "group_size": args.group_size, "accuracy_level": args.accuracy_level,
+                 "keep": args.keep}
+    quantization = {k: v for k, v in overrides.items() if v is not None}
+    if args.calib:
+        quantization["calibration"] = _calibration_ids(args.model, args.calib)
     engine = EngineOptions(arch=args.trt_arch, workspace_mb=args.trt_workspace_mb, timing_cache=args.trt_timing_cache,
                            max_batch=args.max_batch)
     out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
-                       progress=not args.json, passes=args.passes, precision=args.precision, engine=engine)
+                       progress=not args.json, passes=args.passes, precision=args.precision, engine=engine,
+                       quantization=quantization or None)
     manifest = json.loads((out / "manifest.json").read_text())
     summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
                "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
@@ -108,6 +133,44 @@ def _cmd_export(args) -> int:
           f"{summary['parity']['max_abs_diff']:.2e} under {summary['parity'].get('backend', manifest['backend'])})")
     if "tensorrt" in manifest and not args.json:
         _print_engine(manifest["tensorrt"], manifest["max_context"])
+    return 0
+
+
+def _calibration_ids(model: str, path: Path) -> tuple:
+    """Token ids of a calibration text, with the model's own tokenizer."""
+    from .evaluate import read_text
+    from .loaders import resolve
+    from .tokenizer import Tokenizer
+
+    return tuple(Tokenizer(resolve(model).hf_dir).encode(read_text(path)))
+
+
+def _cmd_eval(args) -> int:
+    import luodi
+
+    from .evaluate import evaluate_text, greedy_prefix, read_text
+
+    if args.window < 2 or args.max_tokens < 2:
+        raise LuodiError("--window and --max-tokens must be at least 2")
+    lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
+    reference = luodi.load(args.reference, backend=args.backend, threads=args.threads) if args.reference else None
+    if args.prompts and reference is None:
+        raise LuodiError("--prompts compares greedy tokens with --reference; give one")
+    report = evaluate_text(lm, lm.tokenizer.encode(read_text(args.text)), args.window, args.max_tokens, reference)
+    if args.prompts:
+        prompts = [line.strip() for line in read_text(args.prompts).splitlines() if line.strip()]
+        report |= greedy_prefix(lm, reference, prompts)
+    report["model"] = str(args.model)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    line = f"{args.model}: perplexity {report['perplexity']:.3f} over {report['tokens_scored']} tokens " \
+           f"({report['windows']} windows of <= {report['window']})"
+    if reference is not None:
+        line += f"; top-1 agreement with {args.reference} {report['top1_agreement']:.1%}"
+    if args.prompts:
+        line += f"; identical greedy prefix {report['identical_greedy_prefix']} of {report['max_new_tokens']}"
+    print(line)
     return 0
 
 
@@ -206,7 +269,7 @@ def main(argv=None) -> int:
     """Entry point of the `luodi` command."""
     args = _parser().parse_args(argv)
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
-               "models": _cmd_models}
+               "models": _cmd_models, "eval": _cmd_eval}
     try:
         return handler[args.command](args)
     except LuodiError as e:

@@ -72,6 +72,16 @@ def _compression(config: dict, precision: str) -> dict | None:
     return available[precision]
 
 
+def _ort_quantization(compression: dict | None, config: dict):
+    """The ONNX Runtime target's weight quantization settings, or None (fp32, or another target)."""
+    if not compression or config["backend"] != "ort":
+        return None
+    from ..quantization.ort_weights import WeightQuantization
+
+    fields = ("bits", "method", "group_size", "accuracy_level", "calibration", "keep")
+    return WeightQuantization(**{k: compression[k] for k in fields if k in compression})
+
+
 def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression: dict | None) -> tuple[str, dict]:
     """The ONNX graph -> a stateful OpenVINO IR in `folder` (the ONNX files removed); returns the IR's file
     name and what OpenVINO's CPU plugin made of it (runtime op counts: the fused kernels it uses)."""
@@ -88,11 +98,12 @@ def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression:
 
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
                  progress: bool = True, passes: str | None = None, precision: str | None = None,
-                 engine: EngineOptions | None = None) -> Path:
+                 engine: EngineOptions | None = None, quantization: dict | None = None) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
 
     `passes` edits the target's pass list (see luodi.passes.resolve_pipeline); `precision` (default the
-    target's) picks fp32 or a weight compression the target config lists; `engine` sets how a TensorRT
+    target's) picks fp32 or a weight compression the target config lists, and `quantization` overrides its
+    settings (method, group_size, calibration token ids, ...); `engine` sets how a TensorRT
     target's engine is built. The folder appears only when everything succeeded, including the parity check
     against transformers (fp32 exports must match it).
     """
@@ -106,9 +117,15 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     from .weights import canonical_from_hf
 
     config = target_config(target)
-    pipeline = resolve_pipeline(config.get("passes", []), passes)
     precision = precision or config.get("precision", "fp32")
     compression = _compression(config, precision)
+    if quantization:
+        if config["backend"] != "ort" or compression is None:
+            raise LuodiError("quantization settings (method, group size, calibration) apply to the ort target's "
+                             f"int4/int8 precisions, not to {target} {precision}")
+        compression = {**compression, **quantization}
+    pipeline = resolve_pipeline(resolve_pipeline(config.get("passes", []), (compression or {}).get("passes")), passes)
+    weight_quantization = _ort_quantization(compression, config)
     out = Path(out) if out else default_out(model, target)
     _check_out(out)
     lowering = ["lower to OpenVINO"] if config["backend"] == "openvino" else []
@@ -135,7 +152,15 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         ops_after = op_histogram(graph)
         stages.next()
         onnx_path = save_onnx(graph, tmp)
-        memory = memory_report(onnx_path, spec.to_dict(), weight_bytes(graph))
+        weights = weight_bytes(graph)
+        quantized = None
+        if weight_quantization:
+            from ..quantization.ort_weights import calibration_feeds, quantize_weights
+
+            feeds = calibration_feeds(spec.to_dict(), kv_cache, weight_quantization.calibration)
+            quantized = quantize_weights(onnx_path, weight_quantization, feeds)
+            weights = onnx_path.with_name(onnx_path.name + ".data").stat().st_size
+        memory = memory_report(onnx_path, spec.to_dict(), weights)
         del graph, canonical
         model_file, lowered = onnx_path.name, {}
         if lowering:
@@ -160,6 +185,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             "tokenizer_files": tokenizer_files,
             "generation": _generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id),
             **({"openvino": lowered} if lowering else {}),
+            **({"quantization": quantized} if quantized else {}),
         }
         manifest["parity"] = parity = check_parity(tmp, manifest, hf_model)
         if precision == "fp32" and parity["max_abs_diff"] > LOGITS_TOLERANCE:

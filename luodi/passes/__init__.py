@@ -6,6 +6,7 @@ from .additive_attention_mask import AdditiveAttentionMask
 from .attention_3d import Attention3d
 from .cleanup import Cleanup
 from .embedding_gather import EmbeddingGather
+from .embedding_int8 import EmbeddingInt8
 from .embedding_rows import EmbeddingRows
 from .fuse_attention import FuseAttention
 from .fuse_gelu import FuseGelu
@@ -23,7 +24,7 @@ from .rms_normalization import RmsNormalization
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
                                LmHeadUnpacked, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
-                               KvCacheScatter)}
+                               KvCacheScatter, EmbeddingInt8)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

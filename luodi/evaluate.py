@@ -1,0 +1,78 @@
+"""`luodi eval`: quality of an export measured through its own runtime.
+
+Perplexity over a text the user passes, in disjoint windows of `window` tokens (each window starts with
+an empty KV cache; every token but a window's first is scored), fed one token per step through the same
+decode path generation uses. Against a reference export (e.g. the fp32 one) on the same windows: top-1
+agreement (how often both predict the same next token, teacher-forced on the text) and, on prompts, the
+length of the identical greedy prefix.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LuodiError
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _windows(ids: list[int], window: int, max_tokens: int | None) -> list[list[int]]:
+    ids = ids[:max_tokens] if max_tokens else ids
+    return [ids[i:i + window] for i in range(0, len(ids), window) if len(ids[i:i + window]) > 1]
+
+
+def _step_logits(backend, window: list[int]):
+    """Yield the next-token logits after each prefix of `window` (one token per step)."""
+    state = backend.new_state(1, capacity=len(window))
+    for i, token in enumerate(window[:-1]):
+        yield backend.forward(state, np.array([[token]], np.int64), np.ones((1, i + 1), np.int64),
+                              np.array([[i]], np.int64))[0]
+
+
+def evaluate_text(lm, ids: list[int], window: int = 512, max_tokens: int | None = 2048, reference=None) -> dict:
+    """Perplexity of `lm` on token ids; with a `reference` model also top-1 agreement on the same positions."""
+    window = min(window, lm.backend.max_context)
+    windows = _windows(ids, window, max_tokens)
+    if not windows:
+        raise LuodiError("the evaluation text has fewer than two tokens")
+    nll, scored, agree, start = 0.0, 0, 0, time.perf_counter()
+    for win in windows:
+        ref_steps = _step_logits(reference.backend, win) if reference else None
+        for i, logits in enumerate(_step_logits(lm.backend, win)):
+            nll -= _log_softmax(logits)[win[i + 1]]
+            scored += 1
+            if ref_steps is not None:
+                agree += int(np.argmax(logits) == np.argmax(next(ref_steps)))
+    report = {"perplexity": math.exp(nll / scored), "tokens_scored": scored, "windows": len(windows),
+              "window": window, "seconds": round(time.perf_counter() - start, 1)}
+    if reference is not None:
+        report["top1_agreement"] = agree / scored
+    return report
+
+
+def greedy_prefix(lm, reference, prompts: list[str], max_new_tokens: int = 64) -> dict:
+    """Per prompt, how many leading greedy tokens `lm` and `reference` have in common."""
+    lengths = []
+    for prompt in prompts:
+        got = lm.generate(prompt, max_new_tokens=max_new_tokens).token_ids
+        want = reference.generate(prompt, max_new_tokens=max_new_tokens).token_ids
+        same = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        lengths.append(same)
+    return {"identical_greedy_prefix": lengths, "mean_identical_prefix": float(np.mean(lengths)),
+            "max_new_tokens": max_new_tokens}
+
+
+def read_text(path: Path) -> str:
+    """The evaluation or calibration text, or a clear error when it is missing or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise LuodiError(f"text file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise LuodiError(f"text file {path} is empty")
+    return text

@@ -1,0 +1,171 @@
+"""Weight-only INT4/INT8 for ONNX Runtime: every 2-D constant MatMul weight -> com.microsoft MatMulNBits,
+through onnxruntime's own MatMulNBitsQuantizer (blockwise RTN, HQQ, or GPTQ with calibration text).
+
+`accuracy_level` is MatMulNBits' compute type (0: the activations' own fp32; 4: int8 activations, the
+fastest CPU kernels): the target config sets it from measurement (docs/QUANTIZATION.md), not by default.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LuodiError
+
+METHODS = ("rtn", "hqq", "gptq")
+
+
+@dataclass(frozen=True)
+class WeightQuantization:
+    """bits (4 or 8), method, group size (the block along the input dimension), accuracy level, the token
+    ids of calibration text (GPTQ only) and the MatMuls to keep at int8."""
+
+    bits: int
+    method: str = "rtn"
+    group_size: int = 32
+    accuracy_level: int = 0
+    calibration: tuple = ()
+    keep: tuple = ()  # MatMul node names (or "lm_head") kept at int8 when the rest goes to int4
+
+    def check(self, hidden_sizes: set[int]) -> None:
+        """Clear errors for settings the quantizer cannot honour."""
+        if self.method not in METHODS:
+            raise LuodiError(f"method {self.method!r} is not available for ONNX Runtime; available: "
+                             f"{', '.join(METHODS)}")
+        if self.bits not in (4, 8) or (self.method == "hqq" and self.bits != 4):
+            allowed = "4" if self.method == "hqq" else "4 or 8"
+            raise LuodiError(f"{self.method} quantizes to {allowed} bits, not {self.bits}")
+        if self.group_size < 16 or self.group_size & (self.group_size - 1):
+            raise LuodiError(f"group size {self.group_size} must be a power of two >= 16 (MatMulNBits blocks)")
+        bad = sorted(k for k in hidden_sizes if k % self.group_size)
+        if bad:
+            raise LuodiError(f"group size {self.group_size} does not divide the input dimension(s) {bad}")
+        if self.method == "gptq" and not self.calibration:
+            raise LuodiError("gptq needs calibration text: --calib FILE")
+
+
+def _quantizer_module():
+    """onnxruntime's matmul_nbits_quantizer, imported without the root-logger setup it does on import."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    from onnxruntime.quantization import matmul_nbits_quantizer
+
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+    return matmul_nbits_quantizer
+
+
+def _algo_config(q: WeightQuantization, feeds: list[dict]):
+    mnq = _quantizer_module()
+
+    if q.method == "hqq":
+        return mnq.HQQWeightOnlyQuantConfig(block_size=q.group_size, bits=q.bits)
+    if q.method == "gptq":
+        reader = _Reader(feeds)
+        return mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=q.group_size)
+    return mnq.DefaultWeightOnlyQuantConfig(block_size=q.group_size, is_symmetric=False,
+                                            accuracy_level=q.accuracy_level, bits=q.bits)
+
+
+class _Reader:
+    """The CalibrationDataReader protocol (get_next/rewind, and iteration, which GPTQ uses) over feeds."""
+
+    def __init__(self, feeds: list[dict]):
+        self.feeds, self.i = feeds, 0
+
+    def __iter__(self):
+        return iter(self.feeds)
+
+    def get_next(self):
+        self.i += 1
+        return self.feeds[self.i - 1] if self.i <= len(self.feeds) else None
+
+    def rewind(self):
+        self.i = 0
+
+
+def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
+    """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout."""
+    from ..runtimes.base import kv_names
+
+    feeds = []
+    for start in range(0, max(len(token_ids) - 1, 1), window):
+        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
+        slots = ids.shape[1] if kv_cache == "shared_buffer" else 0
+        empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+                      **{name: empty for name in kv_names(spec["num_layers"])[0]}})
+    return feeds[:16]
+
+
+def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) -> dict:
+    """Quantize model.onnx (+ .data) in place; returns what the manifest records."""
+    import onnx
+
+    MatMulNBitsQuantizer = _quantizer_module().MatMulNBitsQuantizer
+    model = onnx.load(str(onnx_path))
+    q.check(_matmul_inputs(model))
+    # the GPTQ implementation sorts the graph from its inputs and fails on one no node reads (position_ids
+    # in GroupQueryAttention graphs): set those aside and give them back afterwards, interface unchanged
+    consumed = {name for node in model.graph.node for name in node.input}
+    unread = [i for i in model.graph.input if i.name not in consumed]
+    for value in unread:
+        model.graph.input.remove(value)
+    feeds = [{k: v for k, v in feed.items() if k in consumed} for feed in feeds]
+    kept = _kept_nodes(model, q.keep) if q.bits == 4 else []
+    quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=False,
+                                     accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
+                                     algo_config=_algo_config(q, feeds))
+    quantizer.process()
+    quantized = quantizer.model.model
+    if kept:
+        int8 = WeightQuantization(bits=8, group_size=q.group_size, accuracy_level=q.accuracy_level)
+        second = MatMulNBitsQuantizer(quantized, bits=8, block_size=q.group_size, is_symmetric=False,
+                                      accuracy_level=q.accuracy_level, nodes_to_include=kept,
+                                      algo_config=_algo_config(int8, []))
+        second.process()
+        quantized = second.model.model
+    quantized.graph.input.extend(unread)
+    _drop_unused_initializers(quantized.graph)
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    onnx_path.unlink()
+    data.unlink()
+    onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+    ops = [n.op_type for n in quantized.graph.node]
+    return {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
+            "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
+            "calibration_tokens": len(q.calibration), "kept_int8": kept}
+
+
+def _kept_nodes(model, keep: tuple) -> list[str]:
+    """Node names of the MatMuls to keep at int8 ("lm_head": the one making the logits), or a clear error."""
+    matmuls = {n.name: n for n in model.graph.node if n.op_type == "MatMul"}
+    names = []
+    for item in keep:
+        if item == "lm_head":
+            names += [name for name, node in matmuls.items() if "logits" in node.output]
+        elif item in matmuls:
+            names.append(item)
+        else:
+            raise LuodiError(f"--keep {item!r}: no MatMul of that name (use 'lm_head' or a name luodi inspect shows)")
+    return names
+
+
+def _matmul_inputs(model) -> set[int]:
+    """Input dimensions (K) of the constant 2-D MatMul weights."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return {int(inits[n.input[1]].dims[0]) for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
+
+
+def _drop_unused_initializers(graph) -> None:
+    """Float weights the quantized nodes replaced (a tied table's float copy once both its readers are
+    quantized) would otherwise stay in the file."""
+    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)

@@ -1,0 +1,117 @@
+"""Weight quantization for the ort target (MatMulNBits through onnxruntime's quantizer, int8 embedding
+table) and `luodi eval`, on tiny random models, where no quantization grid flatters the numbers."""
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+
+import luodi
+from luodi.errors import LuodiError
+from luodi.evaluate import evaluate_text
+from luodi.exporters import export_model
+from luodi.manifest import read_manifest
+from luodi.passes.embedding_int8 import EmbeddingInt8
+
+from test_parity import _max_diff
+
+TEXT = "/usr/share/common-licenses/Apache-2.0"  # any English text on the machine
+
+
+@pytest.fixture(scope="session")
+def quantized(tmp_path_factory):
+    """tiny-qwen2 exported at a precision with optional quantization settings (cached per session)."""
+    done = {}
+
+    def get(precision, **settings):
+        key = (precision, tuple(sorted(settings.items())))
+        if key not in done:
+            out = tmp_path_factory.mktemp("quantized") / f"{precision}-{len(done)}"
+            done[key] = export_model("tiny-qwen2", precision=precision, out=out, progress=False,
+                                     quantization=settings or None)
+        return done[key]
+
+    return get
+
+
+def _bytes(folder):
+    return sum(f["bytes"] for f in read_manifest(folder)["files"].values() if f is not None and "model.onnx" in str(f)
+               ) or sum(e["bytes"] for n, e in read_manifest(folder)["files"].items() if n.startswith("model.onnx"))
+
+
+def test_every_matmul_becomes_matmulnbits_and_files_shrink(quantized, export_dir):
+    fp32 = _bytes(export_dir("tiny-qwen2"))
+    sizes = {}
+    for precision in ("int8", "int4"):
+        info = read_manifest(quantized(precision))["quantization"]
+        assert info["matmuls_kept"] == 0 and info["matmuls_quantized"] == 2 * 2 + 2 * 2 + 1  # qkv,o,gate_up,down,head
+        sizes[precision] = _bytes(quantized(precision))
+    assert sizes["int4"] < sizes["int8"] < fp32
+
+
+def test_int8_is_closer_to_transformers_than_int4(quantized, reference):
+    errors = {p: _max_diff("tiny-qwen2", lambda name, p=p: quantized(p), reference) for p in ("int8", "int4")}
+    assert errors["int8"] < errors["int4"] and errors["int8"] < 0.05
+
+
+@pytest.mark.parametrize("method", ["hqq", "gptq"])
+def test_other_methods_stay_close_to_fp32(method, quantized, reference, tmp_path):
+    settings = {"method": method}
+    if method == "gptq":
+        lm = luodi.load(quantized("int8"))  # any export's tokenizer encodes the calibration text
+        settings["calibration"] = tuple(lm.tokenizer.encode(open(TEXT).read())[:512])
+    folder = quantized("int4", **settings)
+    assert read_manifest(folder)["quantization"]["method"] == method
+    assert _max_diff("tiny-qwen2", lambda name: folder, reference) < 1.0
+
+
+def test_bad_quantization_settings_are_refused(tmp_path):
+    cases = [({"group_size": 48}, "power of two"), ({"group_size": 128}, "does not divide"),
+             ({"method": "gptq"}, "calibration text"), ({"method": "hqq", "bits": 8}, "4 bits")]
+    for settings, message in cases:
+        with pytest.raises(LuodiError, match=message):
+            export_model("tiny-qwen2", precision="int4", out=tmp_path / "x", progress=False, quantization=settings)
+        assert not (tmp_path / "x").exists()
+    with pytest.raises(LuodiError, match="apply to the ort target"):
+        export_model("tiny-qwen2", target="openvino", precision="int4", out=tmp_path / "y", progress=False,
+                     quantization={"method": "gptq"})
+
+
+def test_int8_embedding_lookup_keeps_the_numbers(traced_model):
+    before, after = ir.load(traced_model), ir.load(traced_model)
+    graph_pass = EmbeddingInt8()
+    graph_pass(after)
+    assert graph_pass.count == 1
+    table = next(v for v in after.graph.initializers.values() if v.name.endswith(".int8"))
+    assert table.const_value.numpy().dtype == np.int8
+    from passes.graphs import run, traced_feeds
+
+    got, want = run(after, traced_feeds())[0], run(before, traced_feeds())[0]
+    assert np.abs(got - want).max() < 0.02 * np.abs(want).max()
+
+
+@pytest.fixture(scope="session")
+def traced_model(tmp_path_factory):
+    out = export_model("tiny-llama", out=tmp_path_factory.mktemp("t") / "t", passes="cleanup", progress=False)
+    return out / "model.onnx"
+
+
+def test_eval_perplexity_matches_the_reference_backend(export_dir):
+    folder = export_dir("tiny-llama")
+    lm, torch_lm = luodi.load(folder), luodi.load("tiny-llama", backend="torch")
+    ids = lm.tokenizer.encode(open(TEXT).read())
+    got = evaluate_text(lm, ids, window=64, max_tokens=200, reference=torch_lm)
+    want = evaluate_text(torch_lm, ids, window=64, max_tokens=200)
+    assert got["tokens_scored"] == want["tokens_scored"] == 200 - 4  # four windows, each first token unscored
+    assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-4)
+    assert got["top1_agreement"] == 1.0
+
+
+def test_eval_cli_and_its_bad_input(quantized, export_dir, tmp_path):
+    from luodi.cli import main
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    assert main(["eval", str(quantized("int8")), "--text", str(empty)]) == 1
+    assert main(["eval", str(quantized("int8")), "--text", str(tmp_path / "missing.txt")]) == 1
+    assert main(["eval", str(quantized("int8")), "--text", TEXT, "--max-tokens", "100", "--window", "50",
+                 "--reference", str(export_dir("tiny-qwen2"))]) == 0
