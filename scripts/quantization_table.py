@@ -21,6 +21,7 @@ CONFIGS = {
     "ort-int4-g128": ("ort", ["--precision", "int4", "--group-size", "128"]),
     "ort-int4-hqq": ("ort", ["--precision", "int4", "--method", "hqq"]),
     "ort-int4-gptq": ("ort", ["--precision", "int4", "--method", "gptq", "--calib", "{calib}"]),
+    "ort-int4-keephead": ("ort", ["--precision", "int4", "--keep", "lm_head"]),
     "openvino": ("openvino", []),
     "openvino-int8": ("openvino", ["--precision", "int8"]),
     "openvino-int4": ("openvino", ["--precision", "int4"]),

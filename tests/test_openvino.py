@@ -75,9 +75,10 @@ def test_fp16_int8_and_int4_compress_the_weights(tmp_path):
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"]
 
 
-def test_unavailable_precision():
-    with pytest.raises(LuodiError, match="precision 'int4' is not available for target ort"):
-        export_model("tiny-llama", precision="int4", progress=False)
+def test_unavailable_precision(tmp_path):
+    with pytest.raises(LuodiError, match="precision 'int4' is not available for target trt; available: fp32, fp16"):
+        export_model("tiny-llama", target="trt", precision="int4", out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
 
 
 def test_missing_or_truncated_weights(export_dir, tmp_path):

@@ -5,7 +5,9 @@ through onnxruntime's own MatMulNBitsQuantizer (blockwise RTN, HQQ, or GPTQ with
 fastest CPU kernels): the target config sets it from measurement (docs/QUANTIZATION.md), not by default.
 """
 
+import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +121,8 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=False,
                                      accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
                                      algo_config=_algo_config(q, feeds))
-    quantizer.process()
+    with contextlib.redirect_stdout(sys.stderr):  # GPTQ prints its progress bar: keep stdout for --json
+        quantizer.process()
     quantized = quantizer.model.model
     if kept:
         int8 = WeightQuantization(bits=8, group_size=q.group_size, accuracy_level=q.accuracy_level)
