@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="ort")
     p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
     p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int4"],
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "int4"],
                    help="weights (default the target's; fp16/int8/int4 as the target config lists them; "
                         "for trt, fp16 is the whole graph's precision)")
     p.add_argument("--passes", help="edit the target's pass list: 'list' shows it; 'a,b' replaces it; "
@@ -128,9 +128,11 @@ def _cmd_export(args) -> int:
                "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
     if "tensorrt" in manifest:
         summary["tensorrt"] = {k: v for k, v in manifest["tensorrt"].items() if k != "profiles"}
-    print(json.dumps(summary) if args.json else
-          f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; max |logit diff| vs transformers "
-          f"{summary['parity']['max_abs_diff']:.2e} under {summary['parity'].get('backend', manifest['backend'])})")
+    parity = summary["parity"]
+    checked = parity.get("unavailable") or (f"max |logit diff| vs transformers {parity['max_abs_diff']:.2e} "
+                                            f"under {parity.get('backend', manifest['backend'])}")
+    print(json.dumps(summary) if args.json else f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; "
+                                                 f"{checked})")
     if "tensorrt" in manifest and not args.json:
         _print_engine(manifest["tensorrt"], manifest["max_context"])
     return 0
@@ -188,7 +190,7 @@ def _print_engine(info: dict, max_context: int) -> None:
               f"past + new 1..{shapes['attention_mask'][2][1]} (KV buffers of {max_context} positions)")
     from .exporters.tensorrt_engine import current_arch
 
-    if current_arch() is None:
+    if current_arch() is None and info.get("kv_dtype") != "bfloat16":
         print("  running the engine needs an NVIDIA GPU (none here); `luodi generate DIR --backend ort` runs "
               "the same graph under ONNX Runtime CPU")
 

@@ -18,7 +18,7 @@ CONFIGS = {
     "ort": ("ort", []),
     "ort-int8": ("ort", ["--precision", "int8"]),
     "ort-int4": ("ort", ["--precision", "int4"]),
-    "ort-int4-g128": ("ort", ["--precision", "int4", "--group-size", "128"]),
+    "ort-int4-g64": ("ort", ["--precision", "int4", "--group-size", "64"]),  # 128 does not divide 576
     "ort-int4-hqq": ("ort", ["--precision", "int4", "--method", "hqq"]),
     "ort-int4-gptq": ("ort", ["--precision", "int4", "--method", "gptq", "--calib", "{calib}"]),
     "ort-int4-keephead": ("ort", ["--precision", "int4", "--keep", "lm_head"]),

@@ -236,3 +236,13 @@ def test_without_tensorrt_the_allow_list_checks_and_no_engine_is_built(tmp_path,
     with pytest.raises(LuodiError, match="no engine"):
         luodi.load(folder)
     assert luodi.load(folder, backend="ort").generate("Hi", max_new_tokens=3).token_ids
+
+
+@needs_trt
+def test_bf16_graph_builds_an_engine_and_says_it_is_unchecked_here(tmp_path):
+    from luodi.exporters import export_model
+
+    folder = export_model("tiny-llama", target="trt", precision="bf16", out=tmp_path / "bf16", progress=False)
+    manifest = read_manifest(folder)
+    assert manifest["tensorrt"]["kv_dtype"] == "bfloat16" and (folder / "model.engine").stat().st_size > 0
+    assert manifest["parity"]["max_abs_diff"] is None and "GPU only" in manifest["parity"]["unavailable"]

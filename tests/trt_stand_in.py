@@ -24,7 +24,7 @@ class NumpyDevice:
         self.buffers[array.ctypes.data] = array
         return array
 
-    def zeros(self, shape, dtype=np.float32):
+    def zeros(self, shape, dtype="float32"):
         return self._keep(np.zeros(tuple(shape), dtype=dtype))
 
     def upload(self, array):

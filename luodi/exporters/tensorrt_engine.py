@@ -142,6 +142,6 @@ def build_engine(onnx_path: Path, out_dir: Path, spec: dict, options: EngineOpti
     return {"engine_file": ENGINE_FILE, "legality": checker, "engine_bytes": engine.stat().st_size,
             "module": trt.__name__,
             "version": trt.__version__, "arch": arch, "max_batch": limits.max_batch,
-            "kv_dtype": "float16" if kv_type == trt.DataType.HALF else "float32",
+            "kv_dtype": {trt.DataType.HALF: "float16", trt.DataType.BF16: "bfloat16"}.get(kv_type, "float32"),
             "max_step_tokens": limits.max_step, "profiles": shapes,
             "build_seconds": round(time.perf_counter() - start, 1)}

@@ -35,8 +35,8 @@ class TorchCudaDevice:
         self.torch = torch
         self.stream = torch.cuda.current_stream().cuda_stream
 
-    def zeros(self, shape, dtype=np.float32):
-        return self.torch.zeros(tuple(shape), dtype=getattr(self.torch, np.dtype(dtype).name), device="cuda")
+    def zeros(self, shape, dtype: str = "float32"):
+        return self.torch.zeros(tuple(shape), dtype=getattr(self.torch, dtype), device="cuda")
 
     def upload(self, array: np.ndarray):
         return self.torch.from_numpy(np.ascontiguousarray(array)).to("cuda")
@@ -46,7 +46,7 @@ class TorchCudaDevice:
         return buffer.data_ptr()
 
     def download(self, buffer) -> np.ndarray:
-        return buffer.cpu().numpy()  # waits for the stream's work
+        return buffer.float().cpu().numpy()  # waits for the stream's work; float32 (numpy has no bfloat16)
 
 
 class TensorRTBackend(Backend):
@@ -58,7 +58,7 @@ class TensorRTBackend(Backend):
         self.spec, self.device = spec, device
         self.max_context, self.vocab_size = spec["max_context"], spec["vocab_size"]
         self.max_batch = info["max_batch"]
-        self.dtype = np.dtype(info.get("kv_dtype", "float32"))  # of the KV cache and the logits
+        self.dtype = info.get("kv_dtype", "float32")  # of the KV cache and the logits: float32|float16|bfloat16
         self.profiles = info["profiles"]
         self.past_names, self.present_names = kv_names(spec["num_layers"])
         self.contexts = {}
