@@ -130,7 +130,8 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     _check_out(out)
     lowering = ["lower to OpenVINO"] if config["backend"] == "openvino" else []
     building = ["build TensorRT engine"] if config["backend"] == "tensorrt" else []
-    stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", *lowering,
+    quantizing = [f"quantize weights ({weight_quantization.method})"] if weight_quantization else []
+    stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", *quantizing, *lowering,
                      "parity check", *building, "manifest"], enabled=progress)
     with stages, atomic_folder(out) as tmp:
         stages.next()
@@ -155,6 +156,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         weights = weight_bytes(graph)
         quantized = None
         if weight_quantization:
+            stages.next()
             from ..quantization.ort_weights import calibration_feeds, quantize_weights
 
             feeds = calibration_feeds(spec.to_dict(), kv_cache, weight_quantization.calibration)
