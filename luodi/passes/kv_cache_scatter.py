@@ -11,7 +11,8 @@ where total is the attention mask's width and write_index = total - new position
 (rows are left-padded, so cache slots line up with mask columns). The KV inputs and outputs get the static
 length the model's metadata records (`luodi.max_context`); a runtime binds one buffer per layer and kind as
 both past and present, so a step writes its new positions and copies nothing (manifest: kv_cache
-scatter_buffer). Run before fuse_attention, which then fuses the attention over the sliced cache.
+scatter_buffer). The attention that reads the sliced cache stays as traced (fuse_attention matches the
+concat form only).
 """
 
 import numpy as np

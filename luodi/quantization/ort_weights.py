@@ -93,7 +93,7 @@ def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int =
     from ..runtimes.base import kv_names
 
     feeds = []
-    for start in range(0, max(len(token_ids) - 1, 1), window):
+    for start in range(0, len(token_ids) - 1, window):  # no ids (methods without calibration): no feeds
         ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
         slots = ids.shape[1] if kv_cache == "shared_buffer" else 0
         empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
