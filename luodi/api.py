@@ -1,6 +1,6 @@
 """The Python API: luodi.load() and LanguageModel (generate, stream, chat) over any backend."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LuodiError
@@ -8,9 +8,13 @@ from .manifest import read_manifest, verify_files
 from .runtimes import open_backend
 from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
+from .runtimes.drafters import ModelDrafter, PromptLookup
 from .runtimes.sampling import GenerationConfig
+from .runtimes.speculative import MAX_DRAFT_TOKENS, Speculation
 from .runtimes.streaming import IncrementalDecoder
 from .tokenizer import Tokenizer
+
+DEFAULT_DRAFT_COST = 0.5  # a draft token's cost relative to a target step when either's weight bytes are unknown
 
 
 @dataclass
@@ -25,7 +29,7 @@ class GenerationResult:
     def to_dict(self) -> dict:
         """JSON-ready form (the CLI's --json output)."""
         return {"text": self.text, "token_ids": self.token_ids, "finish_reason": self.finish_reason,
-                "stats": asdict(self.stats)}
+                "stats": self.stats.to_dict()}
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -55,13 +59,33 @@ class LanguageModel:
             return self.tokenizer.encode_chat(prompt)
         return [int(t) for t in prompt]
 
-    def _run(self, prompts: list, config: GenerationConfig):
+    def speculation(self, speculate, draft_tokens: int | None = None) -> Speculation:
+        """A Speculation for generate's `speculate`: "lookup" (prompt lookup) or a draft LanguageModel sharing
+        this model's tokenizer (another export, e.g. this model's INT4 export drafting for its fp32 one)."""
+        if speculate == "lookup":
+            drafter = PromptLookup()
+        elif isinstance(speculate, LanguageModel):
+            differences = speculate.tokenizer.differences(self.tokenizer)
+            if speculate.eos_ids != self.eos_ids:
+                differences.append(f"EOS ids differ ({sorted(speculate.eos_ids)} vs {sorted(self.eos_ids)})")
+            if differences:
+                raise LuodiError("the draft model's tokenizer is not the target's: " + "; ".join(differences))
+            draft, target = speculate.backend.weight_bytes, self.backend.weight_bytes
+            self.backend.share_cpu()
+            speculate.backend.share_cpu()
+            drafter = ModelDrafter(speculate.backend, draft / target if draft and target else DEFAULT_DRAFT_COST)
+        else:
+            raise LuodiError(f"speculate must be 'lookup' or a draft model from luodi.load(), got {speculate!r}")
+        return Speculation(drafter, MAX_DRAFT_TOKENS if draft_tokens is None else draft_tokens)
+
+    def _run(self, prompts: list, config: GenerationConfig, speculation: Speculation | None = None):
         """Drive the decode loop; yields (row, text piece) as text becomes complete, returns the results.
 
         A row's text is held back by (longest stop string - 1) characters until it ends, so a stop string
         is never partly streamed before it is recognised and cut.
         """
-        loop = DecodeLoop(self.backend, [self._encode(p) for p in prompts], config, self.eos_ids, self.pad_id)
+        loop = DecodeLoop(self.backend, [self._encode(p) for p in prompts], config, self.eos_ids, self.pad_id,
+                          speculation)
         decoders = [IncrementalDecoder(self.tokenizer.decode) for _ in prompts]
         consumed = [0] * len(prompts)  # tokens of each row already given to its decoder
         emitted = [0] * len(prompts)  # characters of each row's text already handed out
@@ -89,24 +113,32 @@ class LanguageModel:
             results.append(GenerationResult(text, loop.tokens[row], loop.finish_reasons[row], loop.stats))
         return results
 
-    def generate(self, prompt, **kwargs):
+    def generate(self, prompt, speculate=None, draft_tokens: int | None = None, **kwargs):
         """Generate for one prompt (str, token ids or chat messages) or a list of prompts (batched, left-padded).
 
         Keyword arguments are GenerationConfig fields: max_new_tokens, do_sample, temperature, top_k, top_p,
         repetition_penalty, seed, stop_token_ids, stop_strings, ignore_eos. Greedy unless sampling is asked.
+        `speculate` ("lookup" or a draft model, see speculation()) drafts up to `draft_tokens` tokens per step
+        (default 7, adapted to how often drafts land); the output is plain decoding's (greedy: identical ids;
+        sampling: the same distribution). Speculation runs one prompt at a time.
         """
         batch = isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list))
-        stream = TextStream(self._run(prompt if batch else [prompt], self._config(kwargs)))
+        config = self._config(kwargs)
+        speculation = None if speculate is None else self.speculation(speculate, draft_tokens)
+        stream = TextStream(self._run(prompt if batch else [prompt], config, speculation))
         for _ in stream:
             pass
         return stream.results if batch else stream.results[0]
 
-    def stream(self, prompt, **kwargs) -> "TextStream":
+    def stream(self, prompt, speculate=None, draft_tokens: int | None = None, **kwargs) -> "TextStream":
         """Iterate the generated text piece by piece (never splitting a character); one prompt only.
 
-        After the iteration, the stream's `result` holds the GenerationResult (token ids, stats).
+        After the iteration, the stream's `result` holds the GenerationResult (token ids, stats). `speculate`
+        and `draft_tokens` as in generate().
         """
-        return TextStream(self._run([prompt], self._config(kwargs)))
+        config = self._config(kwargs)
+        speculation = None if speculate is None else self.speculation(speculate, draft_tokens)
+        return TextStream(self._run([prompt], config, speculation))
 
     def chat(self, messages: list[dict], **kwargs) -> GenerationResult:
         """Generate a reply to chat messages through the model's chat template."""

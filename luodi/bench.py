@@ -58,3 +58,56 @@ def timed_load(loader):
     t = time.perf_counter()
     obj = loader()
     return obj, time.perf_counter() - t
+
+
+def read_prompts(path: Path) -> list[str]:
+    """Prompts from a file, one per line (blank lines skipped), or a clear error."""
+    if not path.is_file():
+        raise LuodiError(f"{path}: prompts file not found")
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise LuodiError(f"{path}: no prompts in it (one per line)")
+    return prompts
+
+
+def run_speculative_bench(lm, prompts_ids: list[list[int]], new_tokens: int, repeat: int, speculate,
+                          draft_tokens: int | None = None, ignore_eos: bool = False) -> dict:
+    """Plain greedy and speculative greedy side by side: for each prompt, `repeat` alternating pairs of runs after
+    one warm-up pair; per prompt the medians of decode tokens/s, their ratio, the speculation stats and whether
+    the ids were identical; overall the median ratio and the ratio of total decode times."""
+    rows = []
+    for ids in prompts_ids:
+        runs = {"plain": [], "spec": []}
+        for i in range(1 + repeat):
+            pair = {"plain": lm.generate(ids, max_new_tokens=new_tokens, ignore_eos=ignore_eos),
+                    "spec": lm.generate(ids, max_new_tokens=new_tokens, ignore_eos=ignore_eos, speculate=speculate,
+                                        draft_tokens=draft_tokens)}
+            for kind, result in pair.items():
+                if i:
+                    runs[kind].append(result)
+        plain, spec = (statistics.median(r.stats.decode_tokens_per_s for r in runs[k]) for k in ("plain", "spec"))
+        stats = runs["spec"][0].stats
+        rows.append({"prompt_tokens": len(ids), "new_tokens": stats.new_tokens, "plain_tokens_per_s": plain,
+                     "speculative_tokens_per_s": spec, "speedup": spec / plain,
+                     "identical": all(r.token_ids == runs["plain"][0].token_ids for r in runs["plain"] + runs["spec"]),
+                     "acceptance_rate": stats.acceptance_rate, "mean_accepted": stats.mean_accepted,
+                     "forwards_per_token": stats.forwards_per_token})
+    seconds = {k: sum((r["new_tokens"] - 1) / r[f"{k}_tokens_per_s"] for r in rows) for k in ("plain", "speculative")}
+    return {"backend": lm.backend.name, "repeat": repeat, "prompts": rows,
+            "speedup_median": statistics.median(r["speedup"] for r in rows),
+            "speedup_total": seconds["plain"] / seconds["speculative"],
+            "all_identical": all(r["identical"] for r in rows), "peak_rss_mb": peak_rss_mb()}
+
+
+def format_speculative(report: dict) -> str:
+    """The speculative bench report as a table: one line per prompt, then the overall speed-ups."""
+    lines = [f"{'prompt':>6} {'new':>4} {'plain tok/s':>11} {'spec tok/s':>10} {'speed-up':>8} {'accept':>6} "
+             f"{'fwd/tok':>7} identical"]
+    for i, r in enumerate(report["prompts"]):
+        lines.append(f"{i:>6} {r['new_tokens']:>4} {r['plain_tokens_per_s']:>11.1f} "
+                     f"{r['speculative_tokens_per_s']:>10.1f} {r['speedup']:>7.2f}x {r['acceptance_rate']:>6.2f} "
+                     f"{r['forwards_per_token']:>7.2f} {r['identical']}")
+    lines.append(f"speed-up: median {report['speedup_median']:.2f}x, total decode time {report['speedup_total']:.2f}x; "
+                 f"output identical: {report['all_identical']} ({report['backend']}, {report['threads']} threads, "
+                 f"medians of {report['repeat']} alternating runs per prompt)")
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import LuodiError
+from .runtimes.speculative import MAX_DRAFT_TOKENS
 
 
 def _add_sampling(p):
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
+    _add_speculation(p)
 
     p = sub.add_parser("bench", help="time TTFT, decode tokens/s and peak RSS")
     p.add_argument("model")
@@ -67,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt-file", type=Path)
     src.add_argument("--prompt-tokens", type=int, help="a synthetic English prompt of N tokens")
     src.add_argument("--workload", choices=["W1", "W2"], help="an anchor-kit workload (same ids as the anchors)")
+    src.add_argument("--prompts", type=Path, help="a file of prompts, one per line (with --speculate: per-prompt "
+                                                  "speed-ups against plain decoding, measured side by side)")
     p.add_argument("--chat", action="store_true")
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--ignore-eos", action="store_true", help="suppress EOS so exactly --new-tokens are made")
@@ -78,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
+    _add_speculation(p)
 
     p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
     p.add_argument("model", type=Path, help="export folder or .onnx file")
@@ -195,6 +200,24 @@ def _print_engine(info: dict, max_context: int) -> None:
               "the same graph under ONNX Runtime CPU")
 
 
+def _add_speculation(p) -> None:
+    group = p.add_argument_group("speculative decoding (output identical to plain decoding)")
+    group.add_argument("--speculate", metavar="lookup|DRAFT_DIR",
+                       help="draft with prompt lookup, or with another export of the model (e.g. its int4 export)")
+    group.add_argument("--draft-tokens", type=int, metavar="K",
+                       help=f"most drafts verified per step, 1..{MAX_DRAFT_TOKENS} (default {MAX_DRAFT_TOKENS}; "
+                            "adapted to how often drafts land)")
+
+
+def _speculate(args):
+    """generate's `speculate` value for --speculate: "lookup", or the draft export loaded like the target."""
+    import luodi
+
+    if args.speculate in (None, "lookup"):
+        return args.speculate
+    return luodi.load(args.speculate, threads=args.threads, device=getattr(args, "device", "CPU"))
+
+
 def _sampling_kwargs(args) -> dict:
     return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
             "top_p": args.top_p, "repetition_penalty": args.repetition_penalty, "seed": args.seed,
@@ -207,7 +230,7 @@ def _cmd_generate(args) -> int:
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
                     providers=args.providers)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
-    kwargs = _sampling_kwargs(args)
+    kwargs = _sampling_kwargs(args) | {"speculate": _speculate(args), "draft_tokens": args.draft_tokens}
     if args.json:
         result = lm.generate([prompt] if args.chat else prompt, **kwargs)
         result = result[0] if isinstance(result, list) else result
@@ -219,35 +242,50 @@ def _cmd_generate(args) -> int:
         sys.stdout.flush()
     print()
     stats = stream.result.stats
+    drafts = (f"; drafts accepted {stats.accepted}/{stats.drafted}, {stats.forwards_per_token:.2f} forwards per token"
+              if args.speculate else "")
     print(f"[{stats.new_tokens} tokens; TTFT {stats.ttft_s * 1e3:.1f} ms; "
-          f"decode {stats.decode_tokens_per_s:.1f} tokens/s]", file=sys.stderr)
+          f"decode {stats.decode_tokens_per_s:.1f} tokens/s{drafts}]", file=sys.stderr)
     return 0
 
 
 def _cmd_bench(args) -> int:
     import luodi
 
-    from .bench import anchor_workload, run_bench, synthetic_prompt, timed_load
+    from .bench import (anchor_workload, format_speculative, read_prompts, run_bench, run_speculative_bench,
+                        synthetic_prompt, timed_load)
 
     lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
                                                device=args.device, providers=args.providers))
     new_tokens = args.new_tokens
     if args.workload:
         ids, new_tokens = anchor_workload(args.workload)
+        prompts = [ids]
     elif args.prompt_tokens:
-        ids = synthetic_prompt(lm.tokenizer, args.prompt_tokens)
+        prompts = [synthetic_prompt(lm.tokenizer, args.prompt_tokens)]
     else:
-        text = args.prompt_file.read_text() if args.prompt_file else (args.prompt or "What is the capital of France?")
-        ids = lm.tokenizer.encode_chat([{"role": "user", "content": text}]) if args.chat else lm.tokenizer.encode(text)
-    report = run_bench(lm, ids, new_tokens, args.repeat, ignore_eos=args.ignore_eos or bool(args.workload))
-    report |= {"model": str(args.model), "load_s": load_s, "threads": args.threads}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{args.model} [{report['backend']}, {args.threads} threads]: prompt {report['prompt_tokens']} tokens, "
-              f"{report['new_tokens']} new; TTFT {report['ttft_s'] * 1e3:.1f} ms; decode "
-              f"{report['decode_tokens_per_s']:.1f} tokens/s; peak RSS {report['peak_rss_mb']:.0f} MB "
-              f"(medians of {args.repeat} after a warm-up; load {load_s:.2f} s)")
+        default = args.prompt or "What is the capital of France?"
+        texts = read_prompts(args.prompts) if args.prompts else [
+            args.prompt_file.read_text() if args.prompt_file else default]
+        prompts = [lm.tokenizer.encode_chat([{"role": "user", "content": t}]) if args.chat else lm.tokenizer.encode(t)
+                   for t in texts]
+    ignore_eos = args.ignore_eos or bool(args.workload)
+    if args.speculate:
+        report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,
+                                       ignore_eos)
+        report |= {"model": str(args.model), "speculate": args.speculate, "threads": args.threads}
+        print(json.dumps(report) if args.json else format_speculative(report))
+        return 0
+    for ids in prompts:
+        report = run_bench(lm, ids, new_tokens, args.repeat, ignore_eos=ignore_eos)
+        report |= {"model": str(args.model), "load_s": load_s, "threads": args.threads}
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"{args.model} [{report['backend']}, {args.threads} threads]: prompt {report['prompt_tokens']} "
+                  f"tokens, {report['new_tokens']} new; TTFT {report['ttft_s'] * 1e3:.1f} ms; decode "
+                  f"{report['decode_tokens_per_s']:.1f} tokens/s; peak RSS {report['peak_rss_mb']:.0f} MB "
+                  f"(medians of {args.repeat} after a warm-up; load {load_s:.2f} s)")
     return 0
 
 

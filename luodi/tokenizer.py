@@ -40,6 +40,18 @@ class Tokenizer:
         self.eos_token_id = self.token_id(self.special["eos_token"])
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
+    def differences(self, other: "Tokenizer") -> list[str]:
+        """What differs between two tokenizers in ways that change token ids: vocabulary and special tokens."""
+        found = []
+        mine, theirs = self._tok.get_vocab(with_added_tokens=True), other._tok.get_vocab(with_added_tokens=True)
+        if mine != theirs:
+            changed = sorted(set(mine.items()) ^ set(theirs.items()), key=lambda item: item[1])
+            found.append(f"vocabularies differ ({len(mine)} vs {len(theirs)} entries; e.g. "
+                         f"{', '.join(repr(t) for t, _ in changed[:3])})")
+        found += [f"{name} differs ({self.special[name]!r} vs {other.special[name]!r})"
+                  for name in self.special if self.special[name] != other.special[name]]
+        return found
+
     def token_id(self, token: str | None) -> int | None:
         """The id of a token string, or None."""
         return None if token is None else self._tok.token_to_id(token)

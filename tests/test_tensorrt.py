@@ -18,21 +18,13 @@ from luodi.runtimes.base import Backend, KVState
 from luodi.runtimes.decode import DecodeLoop
 from luodi.runtimes.sampling import GenerationConfig
 from luodi.runtimes.shapes import ShapeLimits, pick_profile, profiles
-from luodi.runtimes.tensorrt import TensorRTBackend
 
 from test_parity import _max_diff
-from trt_stand_in import NumpyDevice, StandInEngine
+from trt_stand_in import stand_in
 
 trt = import_tensorrt(required=False)
 needs_trt = pytest.mark.skipif(trt is None, reason="TensorRT (tensorrt or tensorrt_rtx) is not installed")
 needs_gpu = pytest.mark.skipif(current_arch() is None, reason="running a TensorRT engine needs an NVIDIA GPU")
-
-
-def _stand_in(folder):
-    manifest = read_manifest(folder)
-    device = NumpyDevice()
-    engine = StandInEngine(folder / manifest["model_file"], manifest, device)
-    return TensorRTBackend(engine, manifest["spec"], manifest["tensorrt"], device), engine
 
 
 @needs_trt
@@ -112,11 +104,11 @@ def test_profiles_cover_every_shape_the_decode_loop_makes():
         pick_profile(all_profiles, {"input_ids": (1, 41), "attention_mask": (1, 41), "position_ids": (1, 41)})
 
 
-def test_backend_bookkeeping_through_a_cpu_stand_in(export_dir):
+def test_backend_bookkeeping_through_a_cpustand_in(export_dir):
     """TensorRTBackend's profile choice, shapes, KV aliasing and logits copy, with a stand-in engine that runs
     the engine's own ONNX graph on ONNX Runtime: same tokens as the ONNX Runtime backend, padded batch too."""
     folder = export_dir("tiny-qwen2", "trt")
-    backend, engine = _stand_in(folder)
+    backend, engine = stand_in(folder)
     tokenizer = luodi.load(folder, backend="ort").tokenizer
     lm = luodi.api.LanguageModel(backend, tokenizer, [], 0)
     ort_lm = luodi.load(folder, backend="ort")
@@ -132,7 +124,7 @@ def test_backend_bookkeeping_through_a_cpu_stand_in(export_dir):
 
 
 def test_prompt_beyond_the_prefill_profile_is_refused_before_running(export_dir):
-    backend, engine = _stand_in(export_dir("tiny-llama", "trt"))
+    backend, engine = stand_in(export_dir("tiny-llama", "trt"))
     too_long = np.ones((1, backend.max_context), np.int64)
     with pytest.raises(ContextLengthError, match="no engine profile"):
         backend.forward(backend.new_state(1), too_long, too_long, np.arange(backend.max_context)[None])
@@ -218,7 +210,7 @@ def test_fp16_graph_builds_and_stays_close(tmp_path, reference):
     assert manifest["tensorrt"]["kv_dtype"] == "float16" and manifest["precision"] == "fp16"
     assert (folder / "model.engine").stat().st_size > 0
     assert _max_diff("tiny-qwen2", lambda name: folder, reference, kind="ort") <= 1e-2
-    backend, _ = _stand_in(folder)  # the GPU backend's buffers follow the graph's dtype
+    backend, _ = stand_in(folder)  # the GPU backend's buffers follow the graph's dtype
     state = backend.new_state(1)
     assert state.cache[0].dtype == np.float16
     logits = backend.forward(state, np.array([[5, 6]]), np.ones((1, 2), np.int64), np.array([[0, 1]]))

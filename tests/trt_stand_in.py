@@ -9,7 +9,9 @@ optimization profile: a shape outside the profile is refused, and an unbound ten
 import numpy as np
 import onnxruntime as ort
 
+from luodi.manifest import read_manifest
 from luodi.runtimes.shapes import covers
+from luodi.runtimes.tensorrt import TensorRTBackend
 
 
 class NumpyDevice:
@@ -58,7 +60,8 @@ class StandInContext:
 
     def get_tensor_shape(self, name):
         assert name == "logits"
-        return (self.shapes["input_ids"][0], 1, self.engine.vocab_size)
+        batch, seq = self.shapes["input_ids"]
+        return (batch, min(seq, self.engine.logits_window or seq), self.engine.vocab_size)
 
     def execute_async_v3(self, stream):
         arrays = {name: self.engine.device.buffers[address] for name, address in self.addresses.items()}
@@ -88,9 +91,20 @@ class StandInEngine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.profiles = manifest["tensorrt"]["profiles"]
         self.vocab_size = manifest["spec"]["vocab_size"]
+        self.logits_window = manifest["logits_window"]
         self.device = device
         self.contexts = []
 
     def create_execution_context(self):
         self.contexts.append(StandInContext(self))
         return self.contexts[-1]
+
+
+def stand_in(folder):
+    """(TensorRTBackend over the stand-in engine of a trt export folder, the engine)."""
+    manifest = read_manifest(folder)
+    device = NumpyDevice()
+    engine = StandInEngine(folder / manifest["model_file"], manifest, device)
+    backend = TensorRTBackend(engine, manifest["spec"], manifest["tensorrt"], device)
+    backend.logits_window = manifest["logits_window"]
+    return backend, engine

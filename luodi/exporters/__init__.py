@@ -12,6 +12,7 @@ from ..fileio import atomic_folder
 from ..manifest import MANIFEST, write_manifest
 from ..paths import configs_dir
 from ..progress import Stages
+from ..runtimes.shapes import MAX_STEP_TOKENS
 from .tensorrt_engine import EngineOptions
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             "model_file": model_file, "max_context": spec.max_context, "spec": spec.to_dict(),
             "io": {"inputs": inputs, "outputs": outputs, "kv_layout": "[batch, kv_heads, past_sequence, head_dim]"},
             "kv_cache": "stateful" if lowering else kv_cache, "memory": memory,
-            "passes": pass_counts, "logits": "last" if pass_counts.get("last_token_logits") else "all",
+            "passes": pass_counts, "logits_window": MAX_STEP_TOKENS if pass_counts.get("last_token_logits") else None,
             "graph": {"nodes_before_passes": sum(ops_before.values()), "nodes": sum(ops_after.values()),
                       "ops_before_passes": ops_before, "ops": ops_after},
             "tokenizer_files": tokenizer_files,

@@ -13,18 +13,24 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
     `device` picks the OpenVINO device, `providers` ONNX Runtime's execution providers."""
     kind = kind or manifest["backend"]
     model, spec = Path(folder) / manifest["model_file"], {**manifest["spec"]}
+    backend = None
     if kind == "tensorrt":
         from .tensorrt import open_tensorrt
 
-        return open_tensorrt(Path(folder), manifest)
-    if kind == "ort":
+        backend = open_tensorrt(Path(folder), manifest)
+    elif kind == "ort":
         from .onnxruntime import OrtBackend
 
-        return OrtBackend(model, spec, manifest.get("kv_cache", "concat"), threads=threads,
-                           providers=providers)
-    if kind == "openvino":
+        backend = OrtBackend(model, spec, manifest.get("kv_cache", "concat"), threads=threads,
+                             providers=providers)
+    elif kind == "openvino":
         from .openvino import OpenVinoBackend
 
-        return OpenVinoBackend(model, spec, device=device, threads=threads,
-                               fp32=manifest.get("precision", "fp32") == "fp32")
+        backend = OpenVinoBackend(model, spec, device=device, threads=threads,
+                                  fp32=manifest.get("precision", "fp32") == "fp32")
+    if backend is not None:
+        # exports before the logits window kept the last position only ("logits": "last")
+        backend.logits_window = manifest.get("logits_window", 1 if manifest.get("logits") == "last" else None)
+        backend.weight_bytes = manifest.get("memory", {}).get("weight_bytes")
+        return backend
     raise LuodiError(f"backend {kind!r} is not available; this build supports: {', '.join(BACKENDS)}, torch")

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import LuodiError
+
 
 def kv_names(num_layers: int) -> tuple[list[str], list[str]]:
     """The graph's KV-cache input names (past_key_values.{i}.key|value) and the matching output names
@@ -27,20 +29,45 @@ class Backend(ABC):
     """Runs the model one step at a time; the shared decode loop drives it.
 
     A step takes the new tokens [batch, seq], the attention mask over past + new positions and the new
-    positions' ids, appends their keys/values to the state, and returns the logits of the last new
-    position [batch, vocab] (float32).
+    positions' ids, appends their keys/values to the state, and returns the logits of the step's last
+    positions [batch, n, vocab] (float32): n = min(seq, logits_window), the window the export's graph keeps
+    (the last_token_logits pass: enough for a speculative step's verification; None keeps every position).
     """
 
     name: str = "base"
     max_context: int
     vocab_size: int
     max_batch: int | None = None  # the most sequences one generation may hold (None: no limit)
+    logits_window: int | None = None  # positions a step returns logits for (None: all of them)
+    weight_bytes: int | None = None  # what one step reads, the cost a draft model is weighed by (None: unknown)
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
         """An empty KV cache for `batch` sequences of up to `capacity` positions (default: max context)."""
         return KVState(batch=batch, capacity=min(capacity or self.max_context, self.max_context))
 
     @abstractmethod
-    def forward(self, state: KVState, input_ids: np.ndarray, attention_mask: np.ndarray,
-                position_ids: np.ndarray) -> np.ndarray:
-        """Run one prefill or decode step; update `state` in place; return last-position logits."""
+    def forward_window(self, state: KVState, input_ids: np.ndarray, attention_mask: np.ndarray,
+                       position_ids: np.ndarray) -> np.ndarray:
+        """Run one prefill or decode step; update `state` in place; return the last positions' logits."""
+
+    def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
+        """Run one step and return the last position's logits [batch, vocab]: what picks the next token."""
+        return self.forward_window(state, input_ids, attention_mask, position_ids)[:, -1, :]
+
+    def share_cpu(self) -> None:
+        """Prepare to take turns with another model on the same cores (a draft model's steps run between this
+        one's): a backend whose threads busy-wait between runs stops doing so. Nothing to do by default."""
+
+    def rollback(self, state: KVState, past_length: int) -> None:
+        """Forget the cached positions from `past_length` on (rejected speculative drafts), so the next step
+        continues after position past_length - 1."""
+        if not 0 <= past_length <= state.past_length:
+            raise LuodiError(f"cannot roll a KV cache of {state.past_length} positions back to {past_length}")
+        if past_length < state.past_length:
+            self._truncate(state, past_length)
+        state.past_length = past_length
+
+    def _truncate(self, state: KVState, past_length: int) -> None:
+        """Drop the cache's positions from past_length on. A fixed buffer that the next step's mask width
+        addresses needs nothing; a cache that grows by appending must be cut."""
+        raise LuodiError(f"the {self.name} backend cannot roll its KV cache back, so it cannot verify drafts")

@@ -74,7 +74,7 @@ class OpenVinoBackend(Backend):
         self._last = (request, weakref.ref(state))
         return state
 
-    def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
+    def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
         feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
                  "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
                  "position_ids": np.ascontiguousarray(position_ids, dtype=np.int64)}
@@ -91,5 +91,14 @@ class OpenVinoBackend(Backend):
         if not self.stateful:
             state.cache["kv"] = [request.get_tensor(name).data.copy() for name in self.present_names]
         state.past_length += input_ids.shape[1]
-        logits = request.get_tensor("logits").data
-        return np.array(logits[:, -1, :], dtype=np.float32)
+        return np.array(request.get_tensor("logits").data, dtype=np.float32)
+
+    def _truncate(self, state: KVState, past_length: int) -> None:
+        """Cut every KV variable (or the stateless cache) to its first past_length positions."""
+        if not self.stateful:
+            state.cache["kv"] = [kv[:, :, :past_length] for kv in state.cache["kv"]]
+            return
+        import openvino as ov
+
+        for variable in state.cache["request"].query_state():
+            variable.state = ov.Tensor(np.ascontiguousarray(variable.state.data[:, :, :past_length]))

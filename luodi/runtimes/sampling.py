@@ -85,18 +85,26 @@ def _filter_top_k_top_p(logits: np.ndarray, top_k: int, top_p: float) -> np.ndar
 
 
 class TokenSelector:
-    """Picks each row's next token from last-position logits according to a GenerationConfig."""
+    """Picks each row's next token from last-position logits according to a GenerationConfig; also gives the
+    sampling distribution itself, which speculative sampling compares between target and drafter."""
 
     def __init__(self, config: GenerationConfig):
         self.config = config
         self.rng = np.random.default_rng(config.seed)
 
     def __call__(self, logits: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+        if not self.config.sampling:
+            return apply_repetition_penalty(logits, seen, self.config.repetition_penalty).argmax(axis=-1)
+        return np.array([self.draw(row) for row in self.probabilities(logits, seen)])
+
+    def probabilities(self, logits: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+        """Each row's sampling distribution [rows, vocab] after penalty, temperature, top-k and top-p."""
         cfg = self.config
         logits = apply_repetition_penalty(logits, seen, cfg.repetition_penalty)
-        if not cfg.sampling:
-            return logits.argmax(axis=-1)
         logits = _filter_top_k_top_p(logits / (cfg.temperature or 1.0), cfg.top_k, cfg.top_p)
         probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        return np.array([self.rng.choice(probs.shape[-1], p=row) for row in probs])
+        return probs / probs.sum(axis=-1, keepdims=True)
+
+    def draw(self, probs: np.ndarray) -> int:
+        """One token drawn from a distribution [vocab] with this selector's seeded generator."""
+        return int(self.rng.choice(probs.shape[-1], p=probs))

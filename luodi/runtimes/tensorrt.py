@@ -75,7 +75,7 @@ class TensorRTBackend(Backend):
         state.cache = [self.device.zeros(shape, self.dtype) for _ in self.past_names]
         return state
 
-    def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
+    def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
         tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         tokens = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in tokens.items()}
         kv_shape = (state.batch, self.spec["num_kv_heads"], self.max_context, self.spec["head_dim"])
@@ -94,7 +94,10 @@ class TensorRTBackend(Backend):
         if not context.execute_async_v3(self.device.stream):
             raise LuodiError("TensorRT failed to run the engine (see its log above)")
         state.past_length += input_ids.shape[1]
-        return self.device.download(logits)[:, -1, :].astype(np.float32)
+        return self.device.download(logits).astype(np.float32, copy=False)
+
+    def _truncate(self, state: KVState, past_length: int) -> None:
+        """Nothing to cut: TensorScatter writes each step at slot (mask width - new tokens)."""
 
     def _bind(self, context, name: str, shape, buffer) -> None:
         if not context.set_input_shape(name, tuple(shape)):

@@ -6,6 +6,7 @@ It is what exported graphs are checked against, driven by the same decode loop a
 import numpy as np
 
 from .base import Backend, KVState
+from .shapes import MAX_STEP_TOKENS
 
 
 class TorchReferenceBackend(Backend):
@@ -17,8 +18,10 @@ class TorchReferenceBackend(Backend):
         self.model = hf_model
         self.max_context = max_context
         self.vocab_size = hf_model.config.vocab_size
+        self.logits_window = MAX_STEP_TOKENS
+        self.weight_bytes = sum(t.numel() * t.element_size() for t in hf_model.parameters())
 
-    def forward(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
+    def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
         import torch
         from transformers import DynamicCache
 
@@ -28,6 +31,10 @@ class TorchReferenceBackend(Backend):
             out = self.model(input_ids=torch.from_numpy(np.asarray(input_ids, dtype=np.int64)),
                              attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)),
                              position_ids=torch.from_numpy(np.asarray(position_ids, dtype=np.int64)),
-                             cache=state.cache, use_cache=True, logits_to_keep=1)
+                             cache=state.cache, use_cache=True,
+                             logits_to_keep=min(input_ids.shape[1], MAX_STEP_TOKENS))
         state.past_length += input_ids.shape[1]
-        return out.logits[:, -1, :].float().numpy()
+        return out.logits.float().numpy()
+
+    def _truncate(self, state: KVState, past_length: int) -> None:
+        state.cache.crop(past_length - state.past_length)  # transformers 5 takes minus the tokens to drop

@@ -15,6 +15,7 @@ from luodi.passes.fuse_silu import FuseSilu
 from luodi.passes.last_token_logits import LastTokenLogits
 from luodi.passes.lm_head_unpacked import LmHeadUnpacked
 from luodi.passes.pack_matmuls import PackMatMuls
+from luodi.runtimes.shapes import MAX_STEP_TOKENS
 
 from .graphs import HIDDEN, apply_and_compare, const, model, run
 
@@ -73,14 +74,16 @@ def _head():
                  [const("w", np.random.default_rng(5).standard_normal((HIDDEN, 11)))])
 
 
-def test_last_token_logits_keeps_the_last_row():
-    full = run(_head(), {"h": X})[0]
+def test_last_token_logits_keeps_the_last_window_of_rows():
     m = _head()
     graph_pass = LastTokenLogits()
     graph_pass(m)
-    last = run(m, {"h": X})[0]
-    assert graph_pass.count == 1 and last.shape == (2, 1, 11)
-    np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-6)
+    assert graph_pass.count == 1
+    for seq in (1, 3, MAX_STEP_TOKENS + 5):  # a decode step, a speculative step, a prefill longer than the window
+        h = RNG.standard_normal((2, seq, HIDDEN)).astype(np.float32)
+        full, kept = run(_head(), {"h": h})[0], run(m, {"h": h})[0]
+        assert kept.shape == (2, min(seq, MAX_STEP_TOKENS), 11)
+        np.testing.assert_allclose(kept, full[:, -kept.shape[1]:], atol=1e-6)
 
 
 def _silu(swapped=False, other_input=False):

@@ -1,0 +1,98 @@
+"""Drafters for speculative decoding: prompt lookup (no model) and a draft model (any luodi export, or the INT4
+export of the target itself). A drafter proposes up to k tokens after a context; `cost` is one draft token's
+cost relative to one step of the target, which the adaptive draft length weighs against the acceptance rate."""
+
+import time
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..errors import LuodiError
+from .speculative import Draft
+
+
+class PromptLookup:
+    """Drafts by n-gram lookup: the longest suffix of the text so far (max_ngram tokens, down to min_ngram)
+    that occurred earlier in the prompt or the output proposes the tokens that followed its latest occurrence.
+    Costs almost nothing, and pays off where the output quotes its input (extract, edit, summarise, code)."""
+
+    cost = 0.0
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+        if not 1 <= min_ngram <= max_ngram:
+            raise LuodiError(f"prompt lookup needs 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def check(self, target) -> None:
+        """Prompt lookup works with any target."""
+
+    def start(self, capacity: int) -> None:
+        """Nothing to set up per generation."""
+
+    def propose(self, context: list[int], k: int, select) -> Draft:
+        """Up to k tokens continuing the latest earlier occurrence of the context's longest matching suffix."""
+        tokens = np.asarray(context)
+        for n in range(self.max_ngram, self.min_ngram - 1, -1):
+            if len(tokens) <= n:
+                continue
+            starts = np.flatnonzero((sliding_window_view(tokens[:-1], n) == tokens[-n:]).all(axis=1))
+            if starts.size:
+                follow = starts[-1] + n
+                return Draft(tokens[follow:follow + k].tolist())
+        return Draft([])
+
+
+class ModelDrafter:
+    """Drafts with another export of a model sharing the target's tokenizer: k plain steps on its own backend and
+    KV cache, which is rolled back to the tokens the target kept before the next proposal. Sampled drafts are
+    drawn from the draft model's distribution under the same sampling settings, and that distribution is kept
+    for the acceptance test."""
+
+    def __init__(self, backend, cost: float):
+        self.backend, self.cost = backend, cost
+        self.state, self.fed = None, []
+
+    def check(self, target) -> None:
+        """The draft must cover the target's context and vocabulary."""
+        if self.backend.max_context != target.max_context:
+            raise LuodiError(f"the draft model's max context is {self.backend.max_context}; the target's is "
+                             f"{target.max_context}: export the draft with the same max context")
+        if self.backend.vocab_size != target.vocab_size:
+            raise LuodiError(f"the draft model's vocabulary has {self.backend.vocab_size} entries; the target's has "
+                             f"{target.vocab_size}")
+
+    def start(self, capacity: int) -> None:
+        """A fresh KV cache for a new generation."""
+        self.state, self.fed = self.backend.new_state(1, capacity), []
+
+    def propose(self, context: list[int], k: int, select) -> Draft:
+        """k tokens from the draft model after the context, feeding it only what its cache does not hold."""
+        keep = min(_common_prefix(self.fed, context), len(context) - 1)
+        self.backend.rollback(self.state, keep)
+        del self.fed[keep:]
+        config = select.config
+        feed, tokens, probs = context[keep:], [], []
+        steady, seconds = 0, 0.0  # one-token forwards and their time: the per-token cost, without the catch-up
+        for _ in range(k):
+            past = self.state.past_length
+            started = time.perf_counter()
+            logits = self.backend.forward(self.state, np.array([feed]), np.ones((1, past + len(feed))),
+                                          np.arange(past, past + len(feed))[None])
+            if len(feed) == 1:
+                steady, seconds = steady + 1, seconds + time.perf_counter() - started
+            self.fed += feed
+            seen = [np.asarray(context + tokens)] if config.repetition_penalty != 1.0 else [None]
+            if config.sampling:
+                probs.append(select.probabilities(logits, seen)[0])
+                tokens.append(select.draw(probs[-1]))
+            else:
+                tokens.append(int(select(logits, seen)[0]))
+            feed = tokens[-1:]
+        return Draft(tokens, np.stack(probs) if probs else None, (steady, seconds))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """The length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if differ.size else n

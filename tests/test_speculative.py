@@ -1,0 +1,265 @@
+"""Speculative decoding in the shared decode loop: greedy output identical to plain decoding on every backend
+and drafter, sampled output distributed as plain sampling (chi-square on a bigram model whose distribution
+is known exactly), KV-cache rollback per backend, the adaptive draft length, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+import luodi
+from luodi.errors import GenerationConfigError, LuodiError
+from luodi.runtimes.base import Backend
+from luodi.runtimes.decode import DecodeLoop
+from luodi.runtimes.drafters import ModelDrafter, PromptLookup
+from luodi.runtimes.sampling import GenerationConfig
+from luodi.runtimes.speculative import PROBE_EVERY, DraftLength, Speculation
+
+# random models repeat themselves, so prompt lookup finds drafts; the last prompt gives it nothing to find
+PROMPTS = ["one two three four one two three four one two", "The capital of France is", "xyzzy"]
+
+
+def _greedy_identical(target, drafts, prompts=PROMPTS, **options):
+    """Plain greedy vs speculative greedy with each drafter on each prompt; returns the speculative stats."""
+    stats = []
+    for prompt in prompts:
+        plain = target.generate(prompt, **options)
+        for draft in drafts:
+            spec = target.generate(prompt, speculate=draft, **options)
+            assert spec.token_ids == plain.token_ids, (prompt, draft)
+            assert spec.finish_reason == plain.finish_reason
+            stats.append(spec.stats)
+    return stats
+
+
+def test_prompt_lookup_greedy_is_plain_greedy(tiny, export_dir):
+    stats = _greedy_identical(luodi.load(export_dir(tiny)), ["lookup"], max_new_tokens=40)
+    assert sum(s.accepted for s in stats) > 0  # drafts were verified and kept, not skipped
+    assert min(s.forwards_per_token for s in stats) < 1.0
+
+
+def test_int4_self_draft_greedy_is_plain_greedy(tmp_path, export_dir):
+    from luodi.exporters import export_model
+
+    int4 = export_model("tiny-llama", out=tmp_path / "int4", precision="int4", progress=False)
+    target = luodi.load(export_dir("tiny-llama"))
+    stats = _greedy_identical(target, [luodi.load(int4)], max_new_tokens=24)
+    assert sum(s.accepted for s in stats) > 0
+
+
+@pytest.mark.parametrize("kind", ["openvino", "concat", "torch"])
+def test_every_backend_speculates_identically(kind, tmp_path, export_dir):
+    from luodi.exporters import export_model
+
+    if kind == "openvino":
+        target = luodi.load(export_dir("tiny-llama", "openvino"))
+    elif kind == "concat":  # the KV cache that grows by appending: rolled back by cutting it
+        target = luodi.load(export_model("tiny-llama", out=tmp_path / "concat", passes="-inplace_kv_cache",
+                                         progress=False))
+        assert target.backend.kv_cache == "concat"
+    else:
+        target = luodi.load("tiny-llama", backend="torch")
+    draft = luodi.load(export_dir("tiny-llama"))  # a draft model on another backend than the target
+    stats = _greedy_identical(target, ["lookup", draft], max_new_tokens=24)
+    assert sum(s.accepted for s in stats) > 0
+
+
+def test_tensorrt_engine_speculates_identically(export_dir):
+    """The trt export's engine (on the CPU stand-in): verifying steps of up to 8 tokens use the decode profile."""
+    from trt_stand_in import stand_in
+
+    backend, engine = stand_in(export_dir("tiny-llama", "trt"))
+    prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
+
+    def run(speculation):
+        loop = DecodeLoop(backend, [prompt], GenerationConfig(max_new_tokens=24), eos_ids=set(), pad_id=0,
+                          speculation=speculation)
+        for _ in loop:
+            pass
+        return loop
+
+    plain, spec = run(None), run(Speculation(PromptLookup()))
+    assert spec.tokens == plain.tokens and spec.stats.accepted > 0
+    assert spec.stats.target_forwards < plain.stats.target_forwards
+
+
+def test_stops_and_budgets_inside_accepted_drafts(export_dir):
+    lm = luodi.load(export_dir("tiny-qwen2"))
+    prompt = PROMPTS[0]
+    plain = lm.generate(prompt, max_new_tokens=30).token_ids
+    for budget in (1, 2, 3, 7, 30):
+        _greedy_identical(lm, ["lookup"], [prompt], max_new_tokens=budget)
+    _greedy_identical(lm, ["lookup"], [prompt], max_new_tokens=30, stop_token_ids=[plain[5]])
+    _greedy_identical(lm, ["lookup"], [prompt], max_new_tokens=30, repetition_penalty=1.3)
+
+
+def test_seeded_speculative_sampling_repeats(export_dir):
+    lm = luodi.load(export_dir("tiny-llama"))
+    options = dict(max_new_tokens=20, temperature=0.8, top_k=20, seed=7, speculate="lookup")
+    assert lm.generate(PROMPTS[0], **options).token_ids == lm.generate(PROMPTS[0], **options).token_ids
+
+
+def _rollback_matches_fresh(backend):
+    a, b, c = [5, 6, 7, 8], [9, 10, 11], [12, 13]
+
+    def step(state, ids):
+        past = state.past_length
+        return backend.forward(state, np.array([ids]), np.ones((1, past + len(ids))),
+                               np.arange(past, past + len(ids))[None])
+
+    rolled = backend.new_state(1, 16)
+    step(rolled, a)
+    step(rolled, b)
+    backend.rollback(rolled, len(a) + 1)  # keep a and the first of b
+    fresh = backend.new_state(1, 16)
+    step(fresh, a + b[:1])
+    np.testing.assert_allclose(step(rolled, c), step(fresh, c), atol=1e-5)
+    with pytest.raises(LuodiError, match="cannot roll"):
+        backend.rollback(rolled, rolled.past_length + 1)
+
+
+@pytest.mark.parametrize("kind", ["ort", "openvino", "concat", "torch", "tensorrt"])
+def test_rollback_then_step_equals_a_fresh_cache(kind, tmp_path, export_dir):
+    from luodi.exporters import export_model
+
+    if kind == "torch":
+        backend = luodi.load("tiny-llama", backend="torch").backend
+    elif kind == "concat":
+        backend = luodi.load(export_model("tiny-llama", out=tmp_path / "c", passes="-inplace_kv_cache",
+                                          progress=False)).backend
+    elif kind == "tensorrt":  # the engine's graph (scatter buffers) on the CPU stand-in for a GPU engine
+        from trt_stand_in import stand_in
+
+        backend, _ = stand_in(export_dir("tiny-llama", "trt"))
+    else:
+        backend = luodi.load(export_dir("tiny-llama", kind)).backend
+    _rollback_matches_fresh(backend)
+
+
+class Bigram(Backend):
+    """A model whose next-token distribution depends on the last token only: exact probabilities are known."""
+
+    name = "bigram"
+
+    def __init__(self, table: np.ndarray):
+        self.table, self.vocab_size, self.max_context, self.logits_window = table, table.shape[0], 64, 8
+
+    def forward_window(self, state, input_ids, attention_mask, position_ids):
+        state.past_length += input_ids.shape[1]
+        return self.table[input_ids[:, -self.logits_window:]]
+
+    def _truncate(self, state, past_length):
+        """Nothing is cached."""
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("drafter", ["model", "lookup"])
+def test_speculative_sampling_keeps_the_distribution(drafter):
+    rng = np.random.default_rng(0)
+    vocab, runs = 3, 6000
+    target = Bigram(rng.normal(0, 1.5, (vocab, vocab)))
+    prompt = [0, 1, 2, 0, 1, 2, 0]  # lookup proposes 1, 2, ... after it
+    make = (lambda: PromptLookup()) if drafter == "lookup" else (
+        lambda: ModelDrafter(Bigram(rng.normal(0, 1.5, (vocab, vocab))), cost=0.2))
+    draft_model = make()
+    counts = np.zeros((vocab,) * 4)
+    drafted = accepted = 0
+    for seed in range(runs):
+        config = GenerationConfig(max_new_tokens=4, do_sample=True, seed=seed)
+        loop = DecodeLoop(target, [prompt], config, eos_ids=set(), pad_id=0,
+                          speculation=Speculation(draft_model, max_tokens=2))
+        for _ in loop:
+            pass
+        counts[tuple(loop.tokens[0])] += 1
+        drafted, accepted = drafted + loop.stats.drafted, accepted + loop.stats.accepted
+    p = _softmax(target.table)
+    # P(x1) P(x2 | x1) P(x3 | x2) P(x4 | x3); x1 comes from the prefill, the others may be drafted
+    exact = p[prompt[-1]][:, None, None, None] * p[:, :, None, None] * p[None, :, :, None] * p[None, None, :, :]
+    assert 0 < accepted < drafted  # both branches (accept, resample from the residual) were taken
+    assert chisquare(counts.ravel(), exact.ravel() * runs).pvalue > 1e-3
+
+
+def test_draft_length_adapts():
+    length = DraftLength(max_tokens=7, draft_cost=0.0)
+    for _ in range(10):
+        length.update(drafted=7, accepted=7)
+    assert length.next(room=100) == 7 and length.next(room=3) == 3
+    for _ in range(60):  # drafts keep failing: the estimate forgets the good start
+        length.update(drafted=3, accepted=0)
+    lengths = [length.next(room=100) for _ in range(7 * PROBE_EVERY)]
+    probes = [i + 1 for i, k in enumerate(lengths) if k]  # off, with a probe now and then, ever rarer
+    assert set(lengths) == {0, 1} and probes == [PROBE_EVERY, 3 * PROBE_EVERY, 7 * PROBE_EVERY]
+    expensive = DraftLength(max_tokens=7, draft_cost=0.5)
+    for _ in range(10):
+        expensive.update(drafted=4, accepted=2)
+    assert 0 < expensive.next(room=100) < 7  # costly drafts that half land: a few at a time
+
+
+def test_draft_length_weighs_measured_step_times():
+    assumed, measured = DraftLength(max_tokens=7, draft_cost=0.0), DraftLength(max_tokens=7, draft_cost=0.0)
+    measured.time_step(1, 0.030)
+    for positions in range(2, 9):  # verifying costs 1.6 plain steps (as an unpacked LM head's repacking makes it)
+        measured.time_step(positions, 0.048)
+    for length in (assumed, measured):
+        for accepted in [0, 1] * 10:  # about a third of the drafts land
+            length.update(drafted=4, accepted=accepted)
+    assert assumed.next(room=100) > 0 and measured.next(room=100) == 0
+    measured.time_step(8, 0.5)  # an outlier (a first call's allocations) is outvoted ...
+    for _ in range(3):  # ... by cheap verification of 8 positions, which makes drafting worth it again
+        measured.time_step(8, 0.031)
+    assert measured.next(room=100) == 7
+
+
+def test_bad_speculation_input(export_dir):
+    lm = luodi.load(export_dir("tiny-llama"))
+    for k in (0, -1, 8, 2.5, True):
+        with pytest.raises(GenerationConfigError, match="draft tokens"):
+            lm.generate("hi", speculate="lookup", draft_tokens=k)
+    with pytest.raises(LuodiError, match="one prompt at a time"):
+        lm.generate(["hi", "there"], speculate="lookup")
+    with pytest.raises(LuodiError, match="speculate must be"):
+        lm.generate("hi", speculate="ngram")
+    with pytest.raises(LuodiError, match="tokenizer is not the target's"):
+        lm.generate("hi", speculate=luodi.load(export_dir("tiny-gpt2")))
+
+
+def test_draft_for_another_max_context_is_refused(tmp_path, export_dir):
+    from luodi.exporters import export_model
+
+    short = luodi.load(export_model("tiny-llama", out=tmp_path / "short", max_context=64, progress=False))
+    with pytest.raises(LuodiError, match="max context"):
+        luodi.load(export_dir("tiny-llama")).generate("hi", speculate=short)
+
+
+def test_export_without_a_logits_window_is_refused(export_dir):
+    lm = luodi.load(export_dir("tiny-llama"))
+    lm.backend.logits_window = 1  # as an export made before the window kept the last position only
+    with pytest.raises(LuodiError, match="export it again"):
+        lm.generate("hi", speculate="lookup")
+
+
+def test_cli_generate_and_bench_speculate(tmp_path, export_dir):
+    from test_manifest_and_cli import _cli
+
+    folder = export_dir("tiny-llama")
+    plain = json.loads(_cli("generate", folder, "--prompt", PROMPTS[0], "--max-new-tokens", "16", "--json").stdout)
+    proc = _cli("generate", folder, "--prompt", PROMPTS[0], "--max-new-tokens", "16", "--json",
+                "--speculate", "lookup", "--draft-tokens", "4")
+    spec = json.loads(proc.stdout)
+    assert spec["token_ids"] == plain["token_ids"] and spec["stats"]["drafted"] > 0
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text(f"{PROMPTS[0]}\n\n{PROMPTS[1]}\n")
+    proc = _cli("bench", folder, "--prompts", prompts, "--new-tokens", "12", "--repeat", "1", "--json",
+                "--speculate", "lookup")
+    report = json.loads(proc.stdout)
+    assert len(report["prompts"]) == 2 and report["all_identical"] and report["speedup_total"] > 0
+    proc = _cli("generate", folder, "--prompt", PROMPTS[0], "--max-new-tokens", "16", "--json", "--speculate", folder)
+    same = json.loads(proc.stdout)  # a draft model as costly as the target: drafting never pays, so none is made
+    assert same["token_ids"] == plain["token_ids"] and same["stats"]["drafted"] == 0
+    proc = _cli("generate", folder, "--prompt", "hi", "--speculate", "lookup", "--draft-tokens", "9")
+    assert proc.returncode != 0 and "draft tokens" in proc.stderr
