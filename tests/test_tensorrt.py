@@ -17,7 +17,9 @@ from luodi.manifest import read_manifest
 from luodi.runtimes.base import Backend, KVState
 from luodi.runtimes.decode import DecodeLoop
 from luodi.runtimes.sampling import GenerationConfig
-from luodi.runtimes.shapes import ShapeLimits, pick_profile, profiles
+from luodi.runtimes.drafters import PromptLookup
+from luodi.runtimes.shapes import MAX_STEP_TOKENS, ShapeLimits, pick_profile, profiles
+from luodi.runtimes.speculative import Speculation
 
 from test_parity import _max_diff
 from trt_stand_in import stand_in
@@ -74,11 +76,16 @@ class _Recorder(Backend):
 
     def __init__(self, max_context, max_batch):
         self.max_context, self.max_batch, self.vocab_size, self.shapes = max_context, max_batch, 7, []
+        self.logits_window = MAX_STEP_TOKENS
 
-    def forward(self, state: KVState, input_ids, attention_mask, position_ids):
+    def forward_window(self, state: KVState, input_ids, attention_mask, position_ids):
         self.shapes.append({"input_ids": input_ids.shape, "attention_mask": attention_mask.shape,
                             "position_ids": position_ids.shape})
-        return np.zeros((input_ids.shape[0], self.vocab_size), np.float32)
+        state.past_length += input_ids.shape[1]
+        return np.zeros((input_ids.shape[0], self.kept_rows(input_ids.shape[1]), self.vocab_size), np.float32)
+
+    def _truncate(self, state, past_length):
+        """Nothing is cached."""
 
 
 def test_profiles_cover_every_shape_the_decode_loop_makes():
@@ -93,18 +100,23 @@ def test_profiles_cover_every_shape_the_decode_loop_makes():
             config = GenerationConfig(max_new_tokens=limits.max_context, ignore_eos=True)
             for _ in DecodeLoop(recorder, prompts, config, eos_ids=set(), pad_id=0):
                 pass
+        # speculative steps (one sequence): the pending token and up to seven drafts, every one accepted
+        for _ in DecodeLoop(recorder, [[1] * 5], config, eos_ids=set(), pad_id=0,
+                            speculation=Speculation(PromptLookup())):
+            pass
     kv_shape = {kv[0]: (1, 2, limits.max_context, 8)}
     for shapes in recorder.shapes:
         kv_shape[kv[0]] = (shapes["input_ids"][0], 2, limits.max_context, 8)
         pick_profile(all_profiles, {**shapes, **kv_shape})  # raises if no profile covers the step
     assert {s["input_ids"][1] for s in recorder.shapes} == set(range(1, limits.max_context))
+    assert {s["input_ids"] for s in recorder.shapes if s["input_ids"][0] == 1} >= {(1, 8)}  # 7 drafts verified
     with pytest.raises(ContextLengthError, match="at most 3"):
         DecodeLoop(recorder, [[1]] * 4, GenerationConfig(), eos_ids=set(), pad_id=0)
     with pytest.raises(ContextLengthError, match="no engine profile"):
         pick_profile(all_profiles, {"input_ids": (1, 41), "attention_mask": (1, 41), "position_ids": (1, 41)})
 
 
-def test_backend_bookkeeping_through_a_cpustand_in(export_dir):
+def test_backend_bookkeeping_through_a_cpu_stand_in(export_dir):
     """TensorRTBackend's profile choice, shapes, KV aliasing and logits copy, with a stand-in engine that runs
     the engine's own ONNX graph on ONNX Runtime: same tokens as the ONNX Runtime backend, padded batch too."""
     folder = export_dir("tiny-qwen2", "trt")

@@ -1,7 +1,7 @@
-"""Last-token logits: the LM head runs on a step's last MAX_STEP_TOKENS positions only, so a prefill of N tokens
-computes (and copies out) at most 8 rows of logits instead of N, while a speculative step still gets the logits
-of every position it verifies (one new token plus up to seven drafts). A decode step of one token computes one
-row, as before. Drop this pass to keep every position's logits (for evaluation)."""
+"""Last-token logits: a prefill of N tokens runs the LM head on (and copies out) the last position only, not N.
+A step of at most MAX_STEP_TOKENS tokens keeps every position's logits, which is what a speculative step
+verifies (one new token plus up to seven drafts); a decode step of one token is one row either way. Drop this
+pass to keep every position's logits (for evaluation)."""
 
 import numpy as np
 import onnx_ir as ir
@@ -12,7 +12,8 @@ from .base import LuodiPass
 
 class LastTokenLogits(LuodiPass):
     name = "last_token_logits"
-    description = f"LM head on a step's last {MAX_STEP_TOKENS} positions at most (logits [batch, <=8, vocab])"
+    description = (f"LM head on the last position of a prefill, on every position of a step of <= {MAX_STEP_TOKENS} "
+                   "tokens (speculative verification)")
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph
@@ -21,13 +22,19 @@ class LastTokenLogits(LuodiPass):
         if head is None or head.op_type != "MatMul":
             return 0
         hidden = head.inputs[0]
-        bounds = (("starts", -MAX_STEP_TOKENS), ("ends", np.iinfo(np.int64).max), ("axes", -2))
-        starts, ends, axes = (ir.Value(name=f"last_token.{n}", const_value=ir.tensor(np.array([v], dtype=np.int64),
-                                                                                     name=f"last_token.{n}"))
-                              for n, v in bounds)
-        for value in (starts, ends, axes):
+        consts = {n: ir.Value(name=f"last_token.{n}", const_value=ir.tensor(np.array([v], dtype=np.int64),
+                                                                          name=f"last_token.{n}"))
+                  for n, v in (("window", MAX_STEP_TOKENS), ("one", 1), ("ends", np.iinfo(np.int64).max),
+                               ("axes", -2))}
+        for value in consts.values():
             graph.register_initializer(value)
-        last = ir.node("Slice", [hidden, starts, ends, axes], name="last_token/slice")
+        # rows = 1 if seq > window else seq; the LM head reads the last `rows` positions
+        seq = ir.node("Shape", [hidden], {"start": -2, "end": -1}, name="last_token/seq")
+        longer = ir.node("Greater", [seq.outputs[0], consts["window"]], name="last_token/longer")
+        rows = ir.node("Where", [longer.outputs[0], consts["one"], seq.outputs[0]], name="last_token/rows")
+        starts = ir.node("Neg", [rows.outputs[0]], name="last_token/starts")
+        last = ir.node("Slice", [hidden, starts.outputs[0], consts["ends"], consts["axes"]], name="last_token/slice")
+        graph.insert_before(head, [seq, longer, rows, starts])
         graph.insert_before(head, last)
         head.replace_input_with(0, last.outputs[0])
         if logits.shape is not None:

@@ -30,16 +30,21 @@ class Backend(ABC):
 
     A step takes the new tokens [batch, seq], the attention mask over past + new positions and the new
     positions' ids, appends their keys/values to the state, and returns the logits of the step's last
-    positions [batch, n, vocab] (float32): n = min(seq, logits_window), the window the export's graph keeps
-    (the last_token_logits pass: enough for a speculative step's verification; None keeps every position).
+    positions [batch, kept_rows(seq), vocab] (float32): every position of a step of up to `logits_window`
+    tokens (what a speculative step verifies), the last one only of a longer step (a prefill), as the
+    last_token_logits pass makes the graph do; every position when logits_window is None.
     """
 
     name: str = "base"
     max_context: int
     vocab_size: int
     max_batch: int | None = None  # the most sequences one generation may hold (None: no limit)
-    logits_window: int | None = None  # positions a step returns logits for (None: all of them)
+    logits_window: int | None = None  # the longest step whose every position's logits are returned (None: any)
     weight_bytes: int | None = None  # what one step reads, the cost a draft model is weighed by (None: unknown)
+
+    def kept_rows(self, seq: int) -> int:
+        """How many positions' logits a step of `seq` tokens returns."""
+        return seq if self.logits_window is None or seq <= self.logits_window else 1
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
         """An empty KV cache for `batch` sequences of up to `capacity` positions (default: max context)."""

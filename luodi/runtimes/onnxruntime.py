@@ -150,7 +150,7 @@ class OrtBackend(Backend):
         one_by_one = self.kv_cache == "shared_buffer" and seq > 1 and batch > 1 and (
             state.past_length > 0 or not attention_mask.all())
         if one_by_one:
-            kept = min(seq, self.logits_window or seq)
+            kept = self.kept_rows(seq)
             logits = np.stack([_front_pad(self._run_row(state, row, input_ids, attention_mask), kept)
                                for row in range(batch)])
         else:
@@ -205,6 +205,8 @@ class OrtBackend(Backend):
 
 
 def _front_pad(logits: np.ndarray, rows: int) -> np.ndarray:
-    """A row's logits [n, vocab] with zero rows in front up to `rows`: the step's left padding has none."""
+    """A sequence's logits [n, vocab] as `rows` rows: its last ones, after zero rows for the step's left padding
+    (which has none; a sequence with fewer tokens than the padded step may return more rows than it keeps)."""
+    logits = logits[-rows:]
     missing = rows - logits.shape[0]
     return np.concatenate([np.zeros((missing, logits.shape[1]), logits.dtype), logits]) if missing > 0 else logits

@@ -32,7 +32,7 @@ class TorchReferenceBackend(Backend):
                              attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)),
                              position_ids=torch.from_numpy(np.asarray(position_ids, dtype=np.int64)),
                              cache=state.cache, use_cache=True,
-                             logits_to_keep=min(input_ids.shape[1], MAX_STEP_TOKENS))
+                             logits_to_keep=self.kept_rows(input_ids.shape[1]))
         state.past_length += input_ids.shape[1]
         return out.logits.float().numpy()
 
