@@ -14,6 +14,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .passes.last_token_logits import LOGITS_POSITIONS
+from .runtimes.shapes import MAX_STEP_TOKENS
+
+# the symbolic dimensions of the exported graph's inputs and outputs, which a step's shapes give values to
+STEP_DIMS = ("batch", "sequence", "past_sequence", "total_sequence", LOGITS_POSITIONS)
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
 
 
@@ -66,9 +71,14 @@ def _external_weights_as_inputs(proto: onnx.ModelProto) -> None:
 
 
 def _shapes(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
-    """Every value's type: ONNX Runtime's symbolic inference (contrib ops), else ONNX's own (standard ops only)."""
+    """Every value's type: ONNX Runtime's symbolic inference (contrib ops), else ONNX's own (standard ops only).
+    A shape the graph declares in full wins: inference names a data-dependent dimension with a fresh symbol
+    (the last_token_logits row count), which the graph declares as a dimension the plan can size."""
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    declared = {v.name: v.type for v in [*proto.graph.value_info, *proto.graph.output]
+                if v.type.tensor_type.HasField("shape")
+                and all(d.HasField("dim_value") or d.dim_param in STEP_DIMS for d in v.type.tensor_type.shape.dim)}
     _constants_as_tensors(proto)
     _external_weights_as_inputs(proto)
     try:
@@ -76,7 +86,7 @@ def _shapes(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     except Exception:  # it reads some standard ops (opset-23 Attention) as the contrib ops of the same name
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     graph = inferred.graph
-    return {v.name: v.type for v in [*graph.value_info, *graph.output]}
+    return {v.name: v.type for v in [*graph.value_info, *graph.output]} | declared
 
 
 def _bytes(value_type: onnx.TypeProto, dims: dict[str, int]) -> int:
@@ -94,7 +104,8 @@ def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
     of `sequence` new tokens per sequence over `past` cached ones."""
     proto = onnx.load(str(model_path), load_external_data=False)
     types = _shapes(proto)
-    dims = {"batch": batch, "sequence": sequence, "past_sequence": past, "total_sequence": past + sequence}
+    dims = dict(zip(STEP_DIMS, (batch, sequence, past, past + sequence,
+                                sequence if sequence <= MAX_STEP_TOKENS else 1)))
     nodes = list(proto.graph.node)
     kv_outputs = {o.name for o in proto.graph.output if o.name.startswith("present.")}
     read = {name for n in nodes for name in n.input} | {o.name for o in proto.graph.output}

@@ -41,9 +41,12 @@ def test_export_records_memory(export_dir):
 
 def test_inspect_plans_a_requested_step(export_dir):
     folder = export_dir("tiny-llama")
-    small, large = (inspect_model(folder, (1, n, 0))["activation_plan"] for n in (8, 64))
+    # prefills (longer than 8 tokens: the logits of the last position only)
+    small, large = (inspect_model(folder, (1, n, 0))["activation_plan"] for n in (9, 72))
     assert small["planned_peak_bytes"] < large["planned_peak_bytes"]
     assert np.isclose(large["naive_bytes"] / small["naive_bytes"], 8, rtol=0.1)  # everything scales with the tokens
+    step = inspect_model(folder, (1, 8, 0))["activation_plan"]
+    assert step["largest"]["tensor"] == "logits"  # a speculative step of 8 keeps every position's logits
     assert "planned peak" in format_report(inspect_model(folder, (1, 8, 0)))
     with pytest.raises(LuodiError, match="must be >= 1"):
         inspect_model(folder, (0, 8, 0))

@@ -10,6 +10,9 @@ from ..runtimes.shapes import MAX_STEP_TOKENS
 from .base import LuodiPass
 
 
+LOGITS_POSITIONS = "logits_positions"  # the symbolic dim: sequence if sequence <= MAX_STEP_TOKENS else 1
+
+
 class LastTokenLogits(LuodiPass):
     name = "last_token_logits"
     description = (f"LM head on the last position of a prefill, on every position of a step of <= {MAX_STEP_TOKENS} "
@@ -37,8 +40,9 @@ class LastTokenLogits(LuodiPass):
         graph.insert_before(head, [seq, longer, rows, starts])
         graph.insert_before(head, last)
         head.replace_input_with(0, last.outputs[0])
-        if logits.shape is not None:
-            dims = list(logits.shape)
-            dims[-2] = ir.SymbolicDim("logits_positions")
-            logits.shape = ir.Shape(dims)
+        for value, like in ((last.outputs[0], hidden), (logits, logits)):  # named, so a memory plan can size it
+            if like.shape is not None:
+                dims = list(like.shape)
+                dims[-2] = ir.SymbolicDim(LOGITS_POSITIONS)
+                value.shape, value.type = ir.Shape(dims), like.type
         return 1
