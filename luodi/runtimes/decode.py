@@ -99,17 +99,14 @@ class DecodeLoop:
         """Every row has finished, or the token budget is spent."""
         return all(r is not None or len(t) >= self.budget for r, t in zip(self.finish_reasons, self.tokens))
 
-    def emit(self, row: int, tokens) -> int:
-        """Append a row's new tokens, cut at a stop token or the budget; return how many were kept."""
-        kept = 0
+    def emit(self, row: int, tokens) -> None:
+        """Append a row's new tokens, cut at a stop token or the budget."""
         for token in tokens:
             if self.finish_reasons[row] is not None or len(self.tokens[row]) >= self.budget:
                 break
             self.tokens[row].append(int(token))
-            kept += 1
             if token in self.stop_ids:
                 self.finish_reasons[row] = "stop"
-        return kept
 
     def prefill_inputs(self):
         """The left-padded prompts, their attention mask and position ids (padding excluded from the count)."""

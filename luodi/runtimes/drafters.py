@@ -81,7 +81,7 @@ class ModelDrafter:
             if len(feed) == 1:
                 steady, seconds = steady + 1, seconds + time.perf_counter() - started
             self.fed += feed
-            seen = [np.asarray(context + tokens)] if config.repetition_penalty != 1.0 else [None]
+            seen = select.seen(context + tokens)
             if config.sampling:
                 probs.append(select.probabilities(logits, seen)[0])
                 tokens.append(select.draw(probs[-1]))

@@ -105,6 +105,10 @@ class TokenSelector:
         probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return probs / probs.sum(axis=-1, keepdims=True)
 
+    def seen(self, tokens: list[int]) -> list:
+        """The one-row context a repetition penalty reads; not built when there is no penalty to apply."""
+        return [np.asarray(tokens)] if self.config.repetition_penalty != 1.0 else [None]
+
     def draw(self, probs: np.ndarray) -> int:
         """One token drawn from a distribution [vocab] with this selector's seeded generator."""
         return int(self.rng.choice(probs.shape[-1], p=probs))

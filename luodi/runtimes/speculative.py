@@ -106,13 +106,11 @@ class DraftLength:
 def verify(logits: np.ndarray, draft: Draft, select: TokenSelector, context: list[int]) -> tuple[int, int]:
     """(how many drafts the target accepts, its own next token after them), from the target's logits at the
     pending token and each draft ([k + 1, vocab]); `context` is every token before the drafts."""
-    config = select.config
-
-    def seen(i: int) -> list:  # the context a repetition penalty looks at (unused, so not built, without one)
-        return [np.asarray(context + draft.tokens[:i])] if config.repetition_penalty != 1.0 else [None]
+    def seen(i: int) -> list:
+        return select.seen(context + draft.tokens[:i])
 
     for i, token in enumerate(draft.tokens):
-        if not config.sampling:
+        if not select.config.sampling:
             target = int(select(logits[i:i + 1], seen(i))[0])
             if target != token:
                 return i, target
@@ -164,8 +162,7 @@ class Speculation:
         length = DraftLength(self.max_tokens, self.drafter.cost, timed=timed)
         logits = loop.target_forward(state, np.array([prompt]), np.ones((1, len(prompt))),
                                      np.arange(len(prompt))[None])[0, -1:]
-        seen = [np.asarray(prompt)] if loop.config.repetition_penalty != 1.0 else [None]
-        pending = int(select(loop.suppress_eos(logits), seen)[0])
+        pending = int(select(loop.suppress_eos(logits), select.seen(prompt))[0])
         context = prompt + [pending]
         loop.emit(0, [pending])
         loop.record()
