@@ -1,10 +1,12 @@
-# luodi: `make export TARGET=ort|openvino|trt [TRT_ARCH=sm89]` sets up, exports the default model and prints a generation; `make test`.
+# luodi: `make export TARGET=ort|openvino|trt [TRT_ARCH=sm89]` sets up, exports the default model and prints a generation;
+# `make test`; `make bundle TARGET=... [MODEL=...]` packs the export into build/<model>-<target>.tar for a device.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 TARGET ?= ort
 MODEL  ?= smollm2-135m
 OUT    ?= build/$(MODEL)-$(TARGET)
+BUNDLE ?= $(OUT).tar
 PROMPT ?= What is the capital of France?
 THREADS ?= 2
 TRT_ARCH ?=
@@ -13,7 +15,7 @@ TRT_ARCH ?=
 EXPORT_FLAGS := $(if $(TRT_ARCH),--trt-arch $(TRT_ARCH),)
 GEN_FLAGS := $(if $(filter trt,$(TARGET)),--backend ort,)
 
-.PHONY: setup export test bench clean
+.PHONY: setup export test bench bundle clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +40,11 @@ test: setup
 bench: $(OUT)/manifest.json
 	$(PY) -m luodi bench $(OUT) $(GEN_FLAGS) --chat --prompt "$(PROMPT)" --new-tokens 128 --ignore-eos --repeat 5 --threads $(THREADS)
 	$(PY) -m luodi bench $(OUT) $(GEN_FLAGS) --prompt-tokens 512 --new-tokens 32 --ignore-eos --repeat 5 --threads $(THREADS)
+
+# One artifact for a device (model, tokenizer, chat template, defaults, manifest with checksums, README), checked.
+bundle: $(OUT)/manifest.json
+	$(PY) -m luodi bundle $(OUT) --out $(BUNDLE)
+	$(PY) -m luodi verify $(BUNDLE)
 
 clean:
 	rm -rf build

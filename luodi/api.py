@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundles import check_paths, check_requirements, check_schema, is_tar_name, unpack_bundle
 from .errors import LuodiError
 from .manifest import read_manifest, verify_files
 from .runtimes import open_backend
@@ -174,20 +175,30 @@ def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[
 
 
 def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True,
-         device: str = "CPU", providers: list[str] | None = None):
-    """A LanguageModel for an export folder (backend from its manifest; files checked against it unless
-    verify=False; `device` for OpenVINO, `providers` for ONNX Runtime, e.g. ["cuda"]) or, with
-    backend="torch", for any model source run by the transformers reference."""
-    folder = Path(path_or_name)
+         device: str = "CPU", providers: list[str] | None = None, cache_dir: str | Path | None = None):
+    """A LanguageModel for a bundle (.tar archive or folder) or export folder, or, with backend="torch", for any
+    model source run by the transformers reference.
+
+    The backend is the manifest's unless `backend` is given; `device` picks the OpenVINO device, `providers`
+    ONNX Runtime's execution providers (e.g. ["cuda"]). Every file is checked against the manifest (sha256
+    unless verify=False, for trusted hot paths; sizes, paths and runtime versions always). An archive is
+    unpacked once, read-only, into `cache_dir` (default $LUODI_CACHE/bundles, i.e. ~/.cache/luodi/bundles).
+    """
+    path = Path(path_or_name)
+    folder = unpack_bundle(path, verify, Path(cache_dir) if cache_dir else None) if is_tar_name(path) else path
     if (folder / "manifest.json").is_file() and backend != "torch":
         manifest = read_manifest(folder)
+        check_schema(manifest, str(path))
         verify_files(folder, manifest, checksums=verify)
+        check_paths(folder, manifest)
+        if backend in (None, manifest["backend"]):
+            check_requirements(manifest.get("requires", {}), where=str(path))
         runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device,
                                providers=providers)
         tokenizer = Tokenizer(folder)
         return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
     if backend not in (None, "torch"):
-        raise LuodiError(f"{path_or_name}: not an export folder (no manifest.json); export it first, "
+        raise LuodiError(f"{path_or_name}: not an export folder or bundle (no manifest.json); export it first, "
                          "or use backend='torch' for the transformers reference")
     return _load_reference(str(path_or_name), threads)
 

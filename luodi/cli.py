@@ -1,5 +1,5 @@
-"""The `luodi` command line: export, generate, bench, inspect, models. Errors print one line and exit
-non-zero."""
+"""The `luodi` command line: export, generate, bench, inspect, eval, bundle, verify, triton, models. Errors
+print one line and exit non-zero."""
 
 import argparse
 import json
@@ -100,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"])
     p.add_argument("--threads", type=int)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("bundle", help="pack an export folder into one deployment artifact for a device")
+    p.add_argument("model", type=Path, help="export folder")
+    p.add_argument("--out", type=Path, help="FILE.tar (.tar.gz, .tgz) or a folder (default build/<export>.tar)")
+
+    p = sub.add_parser("verify", help="check a bundle: manifest, every checksum, runtime versions, every path")
+    p.add_argument("bundle", type=Path, help="bundle archive or folder (an export folder also works)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("triton", help="write a Triton Inference Server model repository for a bundle")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="repository folder to write")
+    p.add_argument("--name", help="model name (default <model>-<backend>)")
+    p.add_argument("--threads", type=int, help="threads per model instance (default the runtime's)")
+    p.add_argument("--instances", type=int, default=1, help="model instances (each loads the bundle once)")
 
     sub.add_parser("models", help="list the named models in configs/models/")
     return ap
@@ -297,6 +312,42 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_bundle(args) -> int:
+    from .bundles import make_bundle
+
+    out = args.out or Path("build") / f"{args.model.resolve().name}.tar"
+    make_bundle(args.model, out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) if out.is_dir() else out.stat().st_size
+    print(f"bundled {args.model} -> {out} ({size / 1e6:.1f} MB); on the device: luodi verify {out.name}")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from .bundles import verify_bundle
+
+    report = verify_bundle(args.bundle)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    needs = ", ".join(f"{k} >= {v['minimum']} (installed {v['installed']})" for k, v in report["requires"].items())
+    print(f"{args.bundle}: OK: {report['files']} files, {report['bytes'] / 1e6:.1f} MB, every sha256 and path "
+          f"checked; {report['backend']} {report['precision']}; " + (f"needs {needs}" if needs else
+                                                                      "an export folder (no runtime minimums)"))
+    return 0
+
+
+def _cmd_triton(args) -> int:
+    from .serving.triton import write_triton_repo
+
+    if args.instances < 1:
+        raise LuodiError("--instances must be at least 1")
+    models = write_triton_repo(args.bundle, args.out, args.name, args.threads, args.instances)
+    for name, what in models.items():
+        print(f"{args.out}/{name}: {what}")
+    print(f"start: tritonserver --model-repository {args.out.resolve()} (docs/DEPLOY.md)")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .loaders.registry import model_configs
 
@@ -309,7 +360,8 @@ def main(argv=None) -> int:
     """Entry point of the `luodi` command."""
     args = _parser().parse_args(argv)
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
-               "models": _cmd_models, "eval": _cmd_eval}
+               "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
+               "triton": _cmd_triton}
     try:
         return handler[args.command](args)
     except LuodiError as e:

@@ -28,18 +28,24 @@ def write_manifest(folder: Path, content: dict) -> dict:
     return manifest
 
 
+def parse_manifest(text: str | bytes, where: str) -> dict:
+    """A manifest's parsed content, or a clear error when it is not JSON or not a luodi manifest."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        raise ManifestMismatchError(f"{where}: not valid JSON ({e})") from None
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or not isinstance(manifest.get("files"), dict)):
+        raise ManifestMismatchError(f"{where}: not a {FORMAT} manifest")
+    return manifest
+
+
 def read_manifest(folder: Path) -> dict:
     """The parsed manifest of an export folder, or a clear error."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise CorruptModelError(f"{folder}: not a luodi export folder (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except ValueError as e:
-        raise ManifestMismatchError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise ManifestMismatchError(f"{path}: not a {FORMAT} manifest")
-    return manifest
+    return parse_manifest(path.read_bytes(), str(path))
 
 
 def verify_files(folder: Path, manifest: dict, checksums: bool = True) -> None:

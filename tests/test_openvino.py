@@ -118,9 +118,9 @@ def test_openvino_missing_names_the_extra(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_openvino)
-    from luodi.exporters.openvino_ir import import_openvino
+    from luodi.runtimes.openvino import import_openvino
 
-    with pytest.raises(LuodiError, match=r"pip install 'luodi\[openvino\]'"):
+    with pytest.raises(LuodiError, match=r"pip install 'luodi\[runtime-openvino\]'"):
         import_openvino()
 
 

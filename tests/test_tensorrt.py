@@ -11,7 +11,7 @@ import pytest
 
 import luodi
 from luodi.errors import ContextLengthError, CorruptModelError, LuodiError, ManifestMismatchError
-from luodi.exporters.tensorrt_engine import current_arch, import_tensorrt
+from luodi.runtimes.tensorrt import current_arch, import_tensorrt
 from luodi.exporters.trt_legality import check_legality, legality_problems
 from luodi.manifest import read_manifest
 from luodi.runtimes.base import Backend, KVState

@@ -86,8 +86,8 @@ def _ort_quantization(compression: dict | None, config: dict):
 def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression: dict | None) -> tuple[str, dict]:
     """The ONNX graph -> a stateful OpenVINO IR in `folder` (the ONNX files removed); returns the IR's file
     name and what OpenVINO's CPU plugin made of it (runtime op counts: the fused kernels it uses)."""
-    from ..runtimes.openvino import compile_options
-    from .openvino_ir import import_openvino, lower_to_openvino, runtime_op_counts
+    from ..runtimes.openvino import compile_options, import_openvino
+    from .openvino_ir import lower_to_openvino, runtime_op_counts
 
     xml = lower_to_openvino(onnx_path, folder, num_layers, compression)
     for path in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):

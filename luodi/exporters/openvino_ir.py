@@ -13,19 +13,11 @@ import numpy as np
 
 from ..errors import LuodiError
 from ..runtimes.base import kv_names
+from ..runtimes.openvino import import_openvino
 
 IR_FILE = "openvino_model.xml"
 IR_WEIGHTS = "openvino_model.bin"
 BEAM_IDX = "beam_idx"
-
-
-def import_openvino():
-    """The openvino module, or a clear error naming the extra that installs it."""
-    try:
-        import openvino
-    except ImportError:
-        raise LuodiError("OpenVINO is not installed: pip install 'luodi[openvino]'") from None
-    return openvino
 
 
 def _add_beam_idx(model, past_names: list[str]) -> None:

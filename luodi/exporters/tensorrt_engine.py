@@ -15,27 +15,12 @@ from ..errors import LuodiError
 from ..fileio import write_bytes_atomic
 from ..runtimes.base import kv_names
 from ..runtimes.shapes import ShapeLimits, profiles
+from ..runtimes.tensorrt import current_arch, import_tensorrt
 from .trt_legality import check_legality
 
 log = logging.getLogger(__name__)
 ENGINE_FILE = "model.engine"
 DEFAULT_ARCH = "sm89"  # RTX 40-series / L4 / Jetson-class Ada: the AOT target when no GPU is present
-MODULES = ("tensorrt", "tensorrt_rtx")
-
-
-def import_tensorrt(required: bool = True):
-    """The TensorRT Python module (`tensorrt`, else `tensorrt_rtx`); None or a clear error when neither is."""
-    import importlib
-
-    for name in MODULES:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    if required:
-        raise LuodiError("TensorRT is not installed: pip install 'luodi[tensorrt]' (TensorRT for RTX, "
-                         "tensorrt-rtx-cu12) or NVIDIA's tensorrt wheels")
-    return None
 
 
 @dataclass(frozen=True)
@@ -47,19 +32,6 @@ class EngineOptions:
     workspace_mb: int | None = None
     timing_cache: Path | None = None
     max_batch: int = 4
-
-
-def current_arch() -> str | None:
-    """'smXY' of the first CUDA GPU, or None when there is none (or no CUDA-enabled torch to ask)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return f"sm{major}{minor}"
-    except Exception:  # a CPU-only torch or a broken driver: no GPU to build for
-        return None
-    return None
 
 
 def _logger(trt):

@@ -70,7 +70,7 @@ class OrtBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError:
-            raise LuodiError("onnxruntime is not installed: pip install 'luodi[ort]'") from None
+            raise LuodiError("onnxruntime is not installed: pip install 'luodi[runtime-ort]'") from None
         if kv_cache not in KV_LAYOUTS:
             raise CorruptModelError(f"unknown KV cache layout {kv_cache!r} (known: {', '.join(KV_LAYOUTS)})")
         self._ort = ort

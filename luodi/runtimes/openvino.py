@@ -6,6 +6,7 @@ and copies out only the last position's logits. A stateless IR (past/present as 
 cache passed in and out, for users who need it.
 """
 
+import threading
 import weakref
 from pathlib import Path
 
@@ -15,6 +16,15 @@ from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState, kv_names
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+
+
+def import_openvino():
+    """The openvino module, or a clear error naming the extra that installs it."""
+    try:
+        import openvino
+    except ImportError:
+        raise LuodiError("OpenVINO is not installed: pip install 'luodi[runtime-openvino]'") from None
+    return openvino
 
 
 def compile_options(threads: int | None, hint: str, fp32: bool) -> dict:
@@ -37,8 +47,6 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, model_path: Path, spec: dict, device: str = "CPU", threads: int | None = None,
                  hint: str = "LATENCY", fp32: bool = True):
-        from ..exporters.openvino_ir import import_openvino
-
         ov = import_openvino()
         self.spec, self.max_context, self.vocab_size = spec, spec["max_context"], spec["vocab_size"]
         core = ov.Core()
@@ -60,18 +68,20 @@ class OpenVinoBackend(Backend):
         self.past_names, self.present_names = kv_names(spec["num_layers"])
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
         self._last = None  # (infer request, weak reference to the state using it)
+        self._lock = threading.Lock()  # generations on several threads never share a request
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
         """A generation's state: an infer request with its KV variables reset. The previous generation's request
         is reused once nothing refers to its state any more (a new request's first inference allocates its
         memory, ~0.3 s for a 512-token prompt); a generation still in progress keeps its own."""
         state = super().new_state(batch, capacity)
-        request, owner = self._last if self._last else (None, None)
-        if request is None or owner() is not None:
-            request = self.compiled.create_infer_request()
+        with self._lock:
+            request, owner = self._last if self._last else (None, None)
+            if request is None or owner() is not None:
+                request = self.compiled.create_infer_request()
+            self._last = (request, weakref.ref(state))
         request.reset_state()
         state.cache = {"request": request, "kv": None}
-        self._last = (request, weakref.ref(state))
         return state
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:

@@ -10,6 +10,7 @@ Device memory comes from a `Device` (torch CUDA tensors); tests drive the same b
 stand-in for the engine and device (tests/trt_stand_in.py), which proves luodi's side, not TensorRT's.
 """
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,35 @@ from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState, kv_names
 from .shapes import pick_profile
 
+MODULES = ("tensorrt", "tensorrt_rtx")
 GPU_NEEDED = ("running a TensorRT engine needs an NVIDIA GPU with CUDA-enabled PyTorch; `--backend ort` runs "
               "the same graph under ONNX Runtime")
+
+
+def import_tensorrt(required: bool = True):
+    """The TensorRT Python module (`tensorrt`, else `tensorrt_rtx`); None or a clear error when neither is."""
+    for name in MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    if required:
+        raise LuodiError("TensorRT is not installed: pip install 'luodi[tensorrt]' (TensorRT for RTX, "
+                         "tensorrt-rtx-cu12) or NVIDIA's tensorrt wheels")
+    return None
+
+
+def current_arch() -> str | None:
+    """'smXY' of the first CUDA GPU, or None when there is none (or no CUDA-enabled torch to ask)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability(0)
+            return f"sm{major}{minor}"
+    except Exception:  # a CPU-only torch or a broken driver: no GPU to build for
+        return None
+    return None
 
 
 class TorchCudaDevice:
@@ -107,8 +135,6 @@ class TensorRTBackend(Backend):
 
 def open_tensorrt(folder: Path, manifest: dict) -> TensorRTBackend:
     """Load a trt export's engine for this machine's GPU, refusing engines built for another TensorRT or GPU."""
-    from ..exporters.tensorrt_engine import current_arch, import_tensorrt
-
     info = manifest.get("tensorrt")
     if not info:
         raise CorruptModelError(f"{folder}: the manifest records no TensorRT engine")

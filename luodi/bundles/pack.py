@@ -1,0 +1,115 @@
+"""`luodi bundle`: an export folder -> one self-contained artifact (a tar archive or a folder) for a device."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import LuodiError, ManifestMismatchError
+from ..fileio import atomic_folder, sha256_file, write_bytes_atomic
+from ..manifest import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest, verify_files
+from .checks import check_paths, check_schema
+from .readme import device_readme
+from .requirements import requirements_for
+
+README = "README.md"
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_EXPORT_ONLY = ("format", "format_version", "created", "files")
+
+
+def is_tar_name(path: Path) -> bool:
+    """Whether `path` names a tar archive (else the bundle is written as a folder)."""
+    return Path(path).name.endswith(TAR_SUFFIXES)
+
+
+def bundle_manifest(export: dict, readme: bytes, requires: dict) -> dict:
+    """The bundle's manifest: the export's (spec, IO, memory, generation, passes, parity), the runtime versions
+    it requires, and the files with the README added."""
+    files = {**export["files"], README: {"bytes": len(readme), "sha256": hashlib.sha256(readme).hexdigest()}}
+    content = {k: v for k, v in export.items() if k not in _EXPORT_ONLY}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, **content,
+            "bundle": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "export_created": export.get("created")},
+            "requires": requires, "files": dict(sorted(files.items()))}
+
+
+class _HashingReader:
+    """A file object that hashes what is read through it (a file is checked as it is copied into a tar)."""
+
+    def __init__(self, f):
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def read(self, size=-1):
+        data = self.f.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def _tar_info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, int(mtime), 0o644
+    return info
+
+
+def _write_tar(export_dir: Path, manifest: dict, readme: bytes, out: Path) -> None:
+    mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
+    mtime = time.time()
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
+            data = (json.dumps(manifest, indent=1) + "\n").encode()
+            tar.addfile(_tar_info(MANIFEST, len(data), mtime), io.BytesIO(data))  # first: read before the rest
+            tar.addfile(_tar_info(README, len(readme), mtime), io.BytesIO(readme))
+            for name, entry in manifest["files"].items():
+                if name == README:
+                    continue
+                with open(export_dir / name, "rb") as f:
+                    reader = _HashingReader(f)
+                    tar.addfile(_tar_info(name, entry["bytes"], mtime), reader)
+                if reader.sha256.hexdigest() != entry["sha256"]:
+                    raise ManifestMismatchError(f"{export_dir}: {name} changed while it was being bundled")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_folder(export_dir: Path, manifest: dict, readme: bytes, out: Path) -> None:
+    with atomic_folder(out) as tmp:
+        for name in manifest["files"]:
+            if name != README:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(export_dir / name, tmp / name)
+                if sha256_file(tmp / name) != manifest["files"][name]["sha256"]:
+                    raise ManifestMismatchError(f"{export_dir}: {name} changed while it was being bundled")
+        (tmp / README).write_bytes(readme)
+        write_bytes_atomic(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+
+
+def make_bundle(export_dir: Path, out: Path) -> Path:
+    """Bundle a checked export folder into `out` (a .tar/.tar.gz/.tgz archive, else a folder), atomically.
+
+    The export is verified first (every checksum, every path its model opens), so a damaged export is never
+    packed; the bundle records the runtime versions installed here as its minimum requirements."""
+    export_dir, out = Path(export_dir), Path(out)
+    export = read_manifest(export_dir)
+    check_schema(export, str(export_dir))
+    verify_files(export_dir, export)
+    check_paths(export_dir, export)
+    if README in export["files"]:
+        raise LuodiError(f"{export_dir}: the export already has a {README}; bundles write their own")
+    if out.resolve() == export_dir.resolve() or out.resolve().is_relative_to(export_dir.resolve()):
+        raise LuodiError(f"--out {out} must be outside the export folder {export_dir}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    requires = requirements_for(export["backend"])
+    readme = device_readme({**export, "requires": requires}, out.name).encode()
+    manifest = bundle_manifest(export, readme, requires)
+    (_write_tar if is_tar_name(out) else _write_folder)(export_dir, manifest, readme, out)
+    return out

@@ -1,0 +1,45 @@
+"""The README.md that travels inside a bundle: what the model is, what the device needs, how to run it."""
+
+from .requirements import RUNTIMES
+
+
+def _mb(value) -> str:
+    return f"{value / 1e6:,.0f} MB" if isinstance(value, (int, float)) else "unknown"
+
+
+def device_readme(manifest: dict, bundle_name: str) -> str:
+    """Markdown for the device: the model, memory needs, the runtime to install, and the three commands."""
+    memory = manifest.get("memory", {})
+    activations = memory.get("activations", {}).get("prefill_max_context", {})
+    _, extra = RUNTIMES[manifest["backend"]]
+    requires = ", ".join(f"{k} >= {v}" for k, v in manifest.get("requires", {}).items())
+    source = manifest.get("source", {}).get("name", "model")
+    return f"""# {source} ({manifest['backend']}, {manifest.get('precision', 'fp32')})
+
+A luodi deployment bundle: the model for the `{manifest['backend']}` runtime, its tokenizer and chat
+template, generation defaults and `manifest.json` (sha256 of every file, required runtime versions, IO
+signature, memory needs). Nothing here is pickled; nothing needs PyTorch, a compiler or a network.
+
+## Needs
+- Python 3.11+ and {requires}
+- memory: weights {_mb(memory.get('weight_bytes'))}, KV cache at the max context of {manifest['max_context']}
+  positions {_mb(memory.get('kv_bytes_at_max_context'))}, planned activation peak for a max-context
+  prompt {_mb(activations.get('planned_peak_bytes'))}
+
+## Run
+```
+pip install 'luodi[{extra}]'          # or the luodi wheel you were given: pip install 'luodi-*.whl[{extra}]'
+luodi verify {bundle_name}            # manifest, every checksum, runtime versions, every path
+luodi generate {bundle_name} --chat --prompt "Hello!" --max-new-tokens 64
+```
+From Python:
+```
+import luodi
+lm = luodi.load("{bundle_name}")     # verifies, then unpacks once into ~/.cache/luodi/bundles (read-only)
+print(lm.generate("Hello!", max_new_tokens=64).text)
+for piece in lm.stream([{{"role": "user", "content": "Hello!"}}], max_new_tokens=64):
+    print(piece, end="", flush=True)
+```
+`LUODI_CACHE` moves the cache (bundles unpack into its `bundles/` folder);
+`luodi.load(..., verify=False)` skips the checksums (not the path checks) for trusted hot paths.
+"""

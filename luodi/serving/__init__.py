@@ -1,0 +1,1 @@
+"""Serving a bundle from an inference server: a Triton Inference Server model repository (triton.py)."""

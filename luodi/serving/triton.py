@@ -1,0 +1,132 @@
+"""`luodi triton`: a bundle -> a Triton Inference Server model repository.
+
+Two models, side by side:
+- `<name>`: Triton's Python backend running the bundle through luodi (generate, with decoupled streaming);
+  the bundle is copied next to `model.py` (triton_python_model.py) and verified when the model loads.
+- `<name>_raw`: the bare graph for users who run their own decode loop, on Triton's own backend for the
+  bundle's target (`onnxruntime_onnx` or `tensorrt_plan`), with each layer's KV cache as sequence-batching
+  implicit state (Triton keeps it between the requests of a sequence). Triton's OpenVINO backend has no
+  implicit state, and an OpenVINO bundle's cache lives inside its infer request, so OpenVINO bundles get the
+  generate model only.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+from ..bundles import verify_bundle
+from ..bundles.unpack import scan_archive
+from ..errors import LuodiError
+from ..fileio import atomic_folder
+from ..manifest import read_manifest
+from .pbtxt import Enum, to_pbtxt
+
+MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
+RAW_PLATFORMS = {"ort": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16"}
+_OPTIONAL = [("max_tokens", "TYPE_INT32"), ("temperature", "TYPE_FP32"), ("top_k", "TYPE_INT32"),
+             ("top_p", "TYPE_FP32"), ("seed", "TYPE_INT64"), ("stream", "TYPE_BOOL"), ("chat", "TYPE_BOOL")]
+
+
+def _tensor(name: str, dtype: str, dims: list, optional: bool = False) -> dict:
+    entry = {"name": name, "data_type": Enum(dtype), "dims": dims}
+    return entry | {"optional": True} if optional else entry
+
+
+def generate_config(name: str, bundle_file: str, threads: int | None, instances: int) -> dict:
+    """config.pbtxt content of the Python-backend model serving luodi's generate (decoupled: streamed pieces)."""
+    params = {"bundle": bundle_file, "threads": str(threads or "")}
+    return {"name": name, "backend": "python", "max_batch_size": 0,
+            "model_transaction_policy": {"decoupled": True},
+            "input": [_tensor("text_input", "TYPE_STRING", [1])]
+            + [_tensor(n, t, [1], optional=True) for n, t in _OPTIONAL],
+            "output": [_tensor("text_output", "TYPE_STRING", [-1]), _tensor("finish_reason", "TYPE_STRING", [-1])],
+            "instance_group": [{"count": instances, "kind": Enum("KIND_CPU")}],
+            "parameters": [{"key": k, "value": {"string_value": v}} for k, v in params.items()]}
+
+
+def kv_data_type(manifest: dict) -> str:
+    """The KV cache's Triton type: an fp16 graph (trt fp16) keeps fp16 (or bf16) caches, others fp32."""
+    kv = (manifest.get("tensorrt") or {}).get("kv_dtype")
+    if kv in _TYPES:
+        return _TYPES[kv]
+    return _TYPES["float16" if manifest.get("precision") == "fp16" else "float32"]
+
+
+def raw_config(name: str, manifest: dict) -> dict:
+    """config.pbtxt content of the bare graph: ids, mask and positions in, logits out, KV as implicit state.
+
+    A fixed-size cache (shared or scatter buffer: [1, kv_heads, max_context, head_dim]) starts as zeros and
+    uses one buffer for the state's input and output; a concatenated cache grows from zero positions."""
+    spec, backend = manifest["spec"], manifest["backend"]
+    kv_type = kv_data_type(manifest)
+    fixed = manifest.get("kv_cache", "concat") != "concat"
+    positions = spec["max_context"] if fixed else -1
+    dims = [1, spec["num_kv_heads"], positions, spec["head_dim"]]
+    states = []
+    for layer in range(spec["num_layers"]):
+        for part in ("key", "value"):
+            initial = {"data_type": Enum(kv_type), "dims": [1, spec["num_kv_heads"], positions if fixed else 0,
+                                                             spec["head_dim"]],
+                       "zero_data": True, "name": "empty cache"}
+            states.append({"input_name": f"past_key_values.{layer}.{part}", "output_name": f"present.{layer}.{part}",
+                           "data_type": Enum(kv_type), "dims": dims, "initial_state": initial}
+                          | ({"use_same_buffer_for_input_output": True} if fixed else {}))
+    return {"name": name, "platform": RAW_PLATFORMS[backend], "max_batch_size": 0,
+            "input": [_tensor(n, "TYPE_INT64", [1, -1]) for n in ("input_ids", "attention_mask", "position_ids")],
+            "output": [_tensor("logits", "TYPE_FP16" if kv_type == "TYPE_FP16" and backend == "tensorrt"
+                               else "TYPE_FP32", [1, -1, spec["vocab_size"]])],
+            "sequence_batching": {"max_sequence_idle_microseconds": 60_000_000, "state": states},
+            "instance_group": [{"count": 1, "kind": Enum("KIND_GPU" if backend == "tensorrt" else "KIND_CPU")}]}
+
+
+def _model_name(manifest: dict, name: str | None) -> str:
+    name = name or f"{manifest.get('source', {}).get('name', 'model')}-{manifest['backend']}"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if not name or name.startswith("."):
+        raise LuodiError(f"{name!r} is not a usable Triton model name")
+    return name
+
+
+def _raw_files(manifest: dict) -> dict:
+    """Bundle file -> name in the raw model's version folder (Triton's default file names)."""
+    if manifest["backend"] == "tensorrt":
+        return {manifest["tensorrt"]["engine_file"]: "model.plan"}
+    onnx = manifest["model_file"]
+    return {onnx: "model.onnx"} | {f: f for f in manifest["files"] if f != onnx and f.startswith(onnx + ".")}
+
+
+def _copy_raw(bundle: Path, files: dict, version: Path) -> None:
+    if bundle.is_dir():
+        for source, target in files.items():
+            shutil.copyfile(bundle / source, version / target)
+        return
+    scan_archive(bundle, lambda member: version / files[member] if member in files else None)
+
+
+def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads: int | None = None,
+                      instances: int = 1) -> dict:
+    """Write (atomically) a Triton model repository for a bundle; returns {model name: what it serves}.
+
+    The bundle is verified first (checksums, paths, runtime versions), so a damaged bundle never lands in
+    a repository."""
+    bundle, out = Path(bundle), Path(out)
+    verify_bundle(bundle)
+    manifest = read_manifest(bundle) if bundle.is_dir() else scan_archive(bundle)[0]
+    model = _model_name(manifest, name)
+    written = {model: "luodi generate (Python backend, decoupled streaming)"}
+    with atomic_folder(out) as repo:
+        version = repo / model / "1"
+        version.mkdir(parents=True)
+        shutil.copyfile(MODEL_FILE, version / "model.py")
+        target = version / bundle.name
+        (shutil.copytree if bundle.is_dir() else shutil.copyfile)(bundle, target)
+        (repo / model / "config.pbtxt").write_text(to_pbtxt(generate_config(model, bundle.name, threads, instances)))
+        if manifest["backend"] in RAW_PLATFORMS:
+            raw = f"{model}_raw"
+            (repo / raw / "1").mkdir(parents=True)
+            _copy_raw(bundle, _raw_files(manifest), repo / raw / "1")
+            (repo / raw / "config.pbtxt").write_text(to_pbtxt(raw_config(raw, manifest)))
+            written[raw] = f"{RAW_PLATFORMS[manifest['backend']]} graph, KV cache as sequence-batching state"
+    return written
+
