@@ -128,5 +128,8 @@ def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads:
             _copy_raw(bundle, _raw_files(manifest), repo / raw / "1")
             (repo / raw / "config.pbtxt").write_text(to_pbtxt(raw_config(raw, manifest)))
             written[raw] = f"{RAW_PLATFORMS[manifest['backend']]} graph, KV cache as sequence-batching state"
+            if manifest.get("kv_cache", "concat") != "concat":
+                written[raw] += (" (a max-context buffer per layer, moved every step: an export with "
+                                 "--passes=-inplace_kv_cache grows its cache instead, see docs/DEPLOY.md)")
     return written
 
