@@ -35,11 +35,15 @@ def _parser() -> argparse.ArgumentParser:
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
     quant = p.add_argument_group("weight quantization (--target ort --precision int4|int8)")
-    quant.add_argument("--method", choices=["rtn", "hqq", "gptq"], help="default the target config's (rtn)")
+    quant.add_argument("--method", choices=["rtn", "hqq", "gptq", "awq"],
+                       help="default the target config's (rtn); gptq and awq need --calib")
     quant.add_argument("--group-size", type=int, help="block along the input dimension (default 32)")
     quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
     quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),
                        help="MatMuls kept at int8 in an int4 export: 'lm_head' and/or node names")
+    quant.add_argument("--size-budget", type=float, metavar="MB",
+                       help="mixed int4/int8: the MatMuls most sensitive on --calib text go to int8 while the "
+                            "model files stay within MB")
     quant.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4],
                        help="MatMulNBits compute type (0: fp32 activations, 4: int8 activations)")
     trt = p.add_argument_group("TensorRT engine (--target trt)")
@@ -134,7 +138,7 @@ def _cmd_export(args) -> int:
     if args.max_batch < 1:
         raise LuodiError("--max-batch must be at least 1")
     overrides = {"method": args.method, "group_size": args.group_size, "accuracy_level": args.accuracy_level,
-                 "keep": args.keep}
+                 "keep": args.keep, "size_budget_mb": args.size_budget}
     quantization = {k: v for k, v in overrides.items() if v is not None}
     if args.calib:
         quantization["calibration"] = _calibration_ids(args.model, args.calib)

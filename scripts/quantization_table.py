@@ -22,9 +22,13 @@ CONFIGS = {
     "ort-int4-hqq": ("ort", ["--precision", "int4", "--method", "hqq"]),
     "ort-int4-gptq": ("ort", ["--precision", "int4", "--method", "gptq", "--calib", "{calib}"]),
     "ort-int4-keephead": ("ort", ["--precision", "int4", "--keep", "lm_head"]),
+    "ort-int4-awq": ("ort", ["--precision", "int4", "--method", "awq", "--calib", "{calib}"]),
+    "ort-int4-mixed135": ("ort", ["--precision", "int4", "--size-budget", "135", "--calib", "{calib}"]),
     "openvino": ("openvino", []),
     "openvino-int8": ("openvino", ["--precision", "int8"]),
     "openvino-int4": ("openvino", ["--precision", "int4"]),
+    "openvino-int4-awq": ("openvino", ["--precision", "int4", "--method", "awq", "--calib", "{calib}"]),
+    "openvino-int4-gptq": ("openvino", ["--precision", "int4", "--method", "gptq", "--calib", "{calib}"]),
 }
 
 
@@ -38,7 +42,7 @@ def _luodi(*args) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--text", default="/usr/share/common-licenses/Apache-2.0", help="perplexity text")
-    ap.add_argument("--calib", default="/usr/share/common-licenses/LGPL-2.1", help="GPTQ calibration text")
+    ap.add_argument("--calib", default="/usr/share/common-licenses/LGPL-2.1", help="calibration (gptq, awq, mixed)")
     ap.add_argument("--only", help="comma-separated config names (default all)")
     ap.add_argument("--threads", default="2")
     args = ap.parse_args()

@@ -71,9 +71,27 @@ def test_bad_quantization_settings_are_refused(tmp_path):
         with pytest.raises(LuodiError, match=message):
             export_model("tiny-qwen2", precision="int4", out=tmp_path / "x", progress=False, quantization=settings)
         assert not (tmp_path / "x").exists()
-    with pytest.raises(LuodiError, match="apply to the ort target"):
-        export_model("tiny-qwen2", target="openvino", precision="int4", out=tmp_path / "y", progress=False,
-                     quantization={"method": "gptq"})
+    openvino = [("int4", {"method": "hqq"}, "not available for openvino"),
+                ("int4", {"keep": ("lm_head",)}, "does not take keep"),
+                ("int4", {"method": "awq"}, "calibration text"),
+                ("int8", {"method": "awq", "calibration": (1, 2, 3)}, "int4 only"),
+                ("fp16", {"method": "awq"}, "apply to the int4/int8 precisions")]
+    for precision, settings, message in openvino:
+        with pytest.raises(LuodiError, match=message):
+            export_model("tiny-qwen2", target="openvino", precision=precision, out=tmp_path / "y", progress=False,
+                         quantization=settings)
+        assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("method", ["awq", "gptq"])
+def test_openvino_data_aware_compression(method, export_dir, reference, tmp_path):
+    """NNCF's AWQ (+ scale estimation) and GPTQ on calibration text, through the stateful IR."""
+    ids = tuple(luodi.load(export_dir("tiny-llama")).tokenizer.encode(open(TEXT).read())[:1024])
+    folder = export_model("tiny-llama", target="openvino", precision="int4", out=tmp_path / method, progress=False,
+                          quantization={"method": method, "calibration": ids, "group_size": 32})
+    record = read_manifest(folder)["openvino"]["compression"]
+    assert record["method"] == method and record["calibration_tokens"] == len(ids) and record["group_size"] == 32
+    assert _max_diff("tiny-llama", lambda name: folder, reference) < 1.0
 
 
 def test_int8_embedding_lookup_keeps_the_numbers(traced_model):
@@ -115,3 +133,35 @@ def test_eval_cli_and_its_bad_input(quantized, export_dir, tmp_path):
     assert main(["eval", str(quantized("int8")), "--text", str(tmp_path / "missing.txt")]) == 1
     assert main(["eval", str(quantized("int8")), "--text", TEXT, "--max-tokens", "100", "--window", "50",
                  "--reference", str(export_dir("tiny-qwen2"))]) == 0
+
+
+def test_int4_tied_embedding_reads_the_lm_head_weight(quantized, export_dir):
+    """The token lookup of an int4 export with tied embeddings is GatherBlockQuantized over the LM head's
+    MatMulNBits weight: no int8 table in the file, and it returns the LM head's dequantized rows."""
+    import onnx
+    import onnxruntime as ort
+
+    from luodi.quantization.rtn import fake_quantize
+
+    folder = quantized("int4")
+    assert read_manifest(folder)["quantization"]["shared_embedding"] is True
+    model = onnx.load(folder / "model.onnx")
+    (lookup,) = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert not [i.name for i in model.graph.initializer if i.name.endswith(".int8")]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(lookup.output[0], onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[0, 5, 17, 99]], dtype=np.int64)
+    feeds = {i.name: np.zeros((1, i.shape[1], 4, i.shape[3]), np.float32)  # the shared buffer: 4 slots
+             for i in session.get_inputs() if i.name.startswith("past")}
+    feeds |= {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(4)[None]}
+    feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
+    rows = session.run([lookup.output[0]], feeds)[0]
+    fp32 = onnx.load(export_dir("tiny-qwen2") / "model.onnx")
+    table = next(onnx.numpy_helper.to_array(i) for i in fp32.graph.initializer if i.name.startswith("lm_head_weight_t"))
+    table = table.reshape(table.shape[-2:])  # [hidden, vocab] (the fp32 export stores it as [1, hidden, vocab])
+    np.testing.assert_allclose(rows[0], fake_quantize(table, 4, 32)[:, ids[0]].T, rtol=0, atol=1e-5)
+
+
+def test_untied_embeddings_keep_their_int8_table(tmp_path):
+    folder = export_model("tiny-llama", precision="int4", out=tmp_path / "untied", progress=False)
+    assert read_manifest(folder)["quantization"]["shared_embedding"] is False

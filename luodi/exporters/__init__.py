@@ -73,13 +73,34 @@ def _compression(config: dict, precision: str) -> dict | None:
     return available[precision]
 
 
+OPENVINO_SETTINGS = {"method": ("rtn", "awq", "gptq"), "group_size": None, "calibration": None}
+
+
+def _check_quantization_settings(config: dict, precision: str, compression: dict | None, settings: dict) -> None:
+    """Quantization overrides apply to compressed precisions of ort (MatMulNBits) and openvino (NNCF) only;
+    openvino takes a method (rtn, or NNCF's data-aware awq / gptq), a group size and calibration text."""
+    if compression is None or config["backend"] not in ("ort", "openvino") or "mode" in compression and (
+            compression["mode"] == "FP16"):
+        raise LuodiError("quantization settings (method, group size, calibration) apply to the int4/int8 "
+                         f"precisions of the ort and openvino targets, not to {config['name']} {precision}")
+    if config["backend"] != "openvino":
+        return
+    unsupported = sorted(k for k in settings if k not in OPENVINO_SETTINGS)
+    if unsupported:
+        raise LuodiError(f"the openvino target does not take {', '.join(unsupported)}; it takes --method "
+                         "rtn|awq|gptq, --group-size and --calib")
+    if settings.get("method", "rtn") not in OPENVINO_SETTINGS["method"]:
+        raise LuodiError(f"method {settings['method']!r} is not available for openvino (NNCF); available: "
+                         f"{', '.join(OPENVINO_SETTINGS['method'])}")
+
+
 def _ort_quantization(compression: dict | None, config: dict):
     """The ONNX Runtime target's weight quantization settings, or None (fp32, or another target)."""
     if not compression or config["backend"] != "ort":
         return None
     from ..quantization.ort_weights import WeightQuantization
 
-    fields = ("bits", "method", "group_size", "accuracy_level", "calibration", "keep")
+    fields = ("bits", "method", "group_size", "accuracy_level", "calibration", "keep", "size_budget_mb")
     return WeightQuantization(**{k: compression[k] for k in fields if k in compression})
 
 
@@ -87,14 +108,15 @@ def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression:
     """The ONNX graph -> a stateful OpenVINO IR in `folder` (the ONNX files removed); returns the IR's file
     name and what OpenVINO's CPU plugin made of it (runtime op counts: the fused kernels it uses)."""
     from ..runtimes.openvino import compile_options, import_openvino
-    from .openvino_ir import lower_to_openvino, runtime_op_counts
+    from .openvino_ir import compression_record, lower_to_openvino, runtime_op_counts
 
     xml = lower_to_openvino(onnx_path, folder, num_layers, compression)
     for path in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
         path.unlink()
     compiled = import_openvino().Core().compile_model(str(xml), "CPU", compile_options(2, "LATENCY", not compression))
     weights = xml.with_suffix(".bin").stat().st_size
-    return xml.name, {"runtime_ops": runtime_op_counts(compiled), "weights_bytes": weights}
+    return xml.name, {"runtime_ops": runtime_op_counts(compiled), "weights_bytes": weights,
+                      **({"compression": compression_record(compression)} if compression else {})}
 
 
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
@@ -121,9 +143,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     precision = precision or config.get("precision", "fp32")
     compression = _compression(config, precision)
     if quantization:
-        if config["backend"] != "ort" or compression is None:
-            raise LuodiError("quantization settings (method, group size, calibration) apply to the ort target's "
-                             f"int4/int8 precisions, not to {target} {precision}")
+        _check_quantization_settings(config, precision, compression, quantization)
         compression = {**compression, **quantization}
     pipeline = resolve_pipeline(resolve_pipeline(config.get("passes", []), (compression or {}).get("passes")), passes)
     weight_quantization = _ort_quantization(compression, config)
@@ -145,6 +165,12 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
 
             canonical = canonical.to(getattr(torch, compression["dtype"]))
         spec = canonical.spec
+        awq = None
+        if weight_quantization and weight_quantization.method == "awq":
+            from ..quantization.awq import apply_awq
+
+            awq = apply_awq(canonical, weight_quantization.calibration, weight_quantization.bits,
+                            weight_quantization.group_size)
         stages.next()
         graph = trace_to_onnx(canonical)
         stages.next()
@@ -158,10 +184,11 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         quantized = None
         if weight_quantization:
             stages.next()
-            from ..quantization.ort_weights import calibration_feeds, quantize_weights
+            from ..quantization.calibration import calibration_feeds
+            from ..quantization.ort_weights import quantize_weights
 
             feeds = calibration_feeds(spec.to_dict(), kv_cache, weight_quantization.calibration)
-            quantized = quantize_weights(onnx_path, weight_quantization, feeds)
+            quantized = quantize_weights(onnx_path, weight_quantization, feeds) | ({"awq": awq} if awq else {})
             weights = onnx_path.with_name(onnx_path.name + ".data").stat().st_size
         memory = memory_report(onnx_path, spec.to_dict(), weights)
         del graph, canonical

@@ -7,6 +7,8 @@ whose initial value is an empty cache [batch, kv_heads, 0, head_dim] (batch from
 compresses the weights for int8/int4.
 """
 
+import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +60,20 @@ def _make_stateful(model, past_names: list[str], present_names: list[str]) -> No
         raise LuodiError("OpenVINO lowering left KV inputs in the model; it is not stateful")
 
 
+def _calibration_dataset(nncf, token_ids: tuple, window: int = 128, windows: int = 16):
+    """NNCF's dataset for the stateful IR: prefills of `window` calibration tokens, each from an empty state."""
+    samples = []
+    for start in range(0, len(token_ids) - 1, window):
+        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
+        samples.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+                        BEAM_IDX: np.zeros(1, dtype=np.int32)})
+    return nncf.Dataset(samples[:windows])
+
+
 def _compress(model, compression: dict):
-    """NNCF weight compression of the model (mode INT8_ASYM, INT4_SYM, ...; group_size for int4)."""
+    """NNCF weight compression of the model (mode INT8_ASYM, INT4_SYM, ...; group_size for int4), data-free
+    (method rtn) or with NNCF's data-aware AWQ + scale estimation or GPTQ on calibration text."""
     try:
         import nncf
     except ImportError:
@@ -68,7 +82,22 @@ def _compress(model, compression: dict):
     if mode is None:
         raise LuodiError(f"unknown NNCF compression mode {compression['mode']!r}")
     options = {"group_size": compression["group_size"], "ratio": 1.0} if "group_size" in compression else {}
-    return nncf.compress_weights(model, mode=mode, **options)
+    method = compression.get("method", "rtn")
+    if method != "rtn":
+        if not compression.get("calibration"):
+            raise LuodiError(f"{method} needs calibration text: --calib FILE")
+        if not compression["mode"].startswith("INT4"):
+            raise LuodiError(f"NNCF's {method} compresses to int4 only: use --precision int4")
+        options |= {"dataset": _calibration_dataset(nncf, compression["calibration"]), method: True,
+                    "scale_estimation": method == "awq"}
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars and tables: keep stdout for --json
+        return nncf.compress_weights(model, mode=mode, **options)
+
+
+def compression_record(compression: dict) -> dict:
+    """What the manifest records of an NNCF compression (calibration as a token count)."""
+    return {k: v for k, v in compression.items() if k not in ("calibration", "passes")} | (
+        {"calibration_tokens": len(compression["calibration"])} if compression.get("calibration") else {})
 
 
 def lower_to_openvino(onnx_path: Path, out_dir: Path, num_layers: int, compression: dict | None = None) -> Path:

@@ -4,6 +4,7 @@
 from ..errors import LuodiError
 from .additive_attention_mask import AdditiveAttentionMask
 from .attention_3d import Attention3d
+from .blocked_dequantize import WeightsInt4, WeightsInt8
 from .cleanup import Cleanup
 from .embedding_gather import EmbeddingGather
 from .embedding_int8 import EmbeddingInt8
@@ -24,7 +25,7 @@ from .rms_normalization import RmsNormalization
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
                                LmHeadUnpacked, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
-                               KvCacheScatter, EmbeddingInt8)}
+                               KvCacheScatter, EmbeddingInt8, WeightsInt4, WeightsInt8)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

@@ -11,11 +11,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import LuodiError
+from .shared_embedding import share_embedding_int4
 
-METHODS = ("rtn", "hqq", "gptq")
+METHODS = ("rtn", "hqq", "gptq", "awq")  # awq: scales folded before tracing (awq.py), then RTN
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,7 @@ class WeightQuantization:
     accuracy_level: int = 0
     calibration: tuple = ()
     keep: tuple = ()  # MatMul node names (or "lm_head") kept at int8 when the rest goes to int4
+    size_budget_mb: float | None = None  # mixed int4/int8 by measured sensitivity, model files within this
 
     def check(self, hidden_sizes: set[int]) -> None:
         """Clear errors for settings the quantizer cannot honour."""
@@ -43,8 +43,17 @@ class WeightQuantization:
         bad = sorted(k for k in hidden_sizes if k % self.group_size)
         if bad:
             raise LuodiError(f"group size {self.group_size} does not divide the input dimension(s) {bad}")
-        if self.method == "gptq" and not self.calibration:
-            raise LuodiError("gptq needs calibration text: --calib FILE")
+        if self.method in ("gptq", "awq") and not self.calibration:
+            raise LuodiError(f"{self.method} needs calibration text: --calib FILE")
+        if self.size_budget_mb is not None:
+            if self.bits != 4:
+                raise LuodiError("a size budget mixes int4 and int8 MatMuls: use it with --precision int4")
+            if not self.calibration:
+                raise LuodiError("--size-budget measures each MatMul on calibration text: --calib FILE")
+            if self.keep:
+                raise LuodiError("--keep and --size-budget both choose the int8 MatMuls: give one of them")
+            if self.size_budget_mb <= 0:
+                raise LuodiError(f"size budget {self.size_budget_mb} MB must be positive")
 
 
 def _quantizer_module():
@@ -88,21 +97,6 @@ class _Reader:
         self.i = 0
 
 
-def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
-    """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout."""
-    from ..runtimes.base import kv_names
-
-    feeds = []
-    for start in range(0, len(token_ids) - 1, window):  # no ids (methods without calibration): no feeds
-        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
-        slots = ids.shape[1] if kv_cache == "shared_buffer" else 0
-        empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
-        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
-                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
-                      **{name: empty for name in kv_names(spec["num_layers"])[0]}})
-    return feeds[:16]
-
-
 def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) -> dict:
     """Quantize model.onnx (+ .data) in place; returns what the manifest records."""
     import onnx
@@ -118,6 +112,9 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
         model.graph.input.remove(value)
     feeds = [{k: v for k, v in feed.items() if k in consumed} for feed in feeds]
     kept = _kept_nodes(model, q.keep) if q.bits == 4 else []
+    mixed = _mixed_plan(model, q, feeds, onnx_path.stat().st_size) if q.size_budget_mb is not None else None
+    if mixed:
+        kept = mixed["int8"]
     quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=False,
                                      accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
                                      algo_config=_algo_config(q, feeds))
@@ -132,6 +129,7 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
         second.process()
         quantized = second.model.model
     quantized.graph.input.extend(unread)
+    shared = q.bits == 4 and share_embedding_int4(quantized)
     _drop_unused_initializers(quantized.graph)
     data = onnx_path.with_name(onnx_path.name + ".data")
     onnx_path.unlink()
@@ -139,9 +137,41 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
     ops = [n.op_type for n in quantized.graph.node]
-    return {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
-            "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
-            "calibration_tokens": len(q.calibration), "kept_int8": kept}
+    report = {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
+              "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
+              "calibration_tokens": len(q.calibration), "kept_int8": kept, "shared_embedding": shared}
+    if mixed:
+        files = onnx_path.stat().st_size + data.stat().st_size
+        if files > mixed["budget_mb"] * 1e6:
+            raise LuodiError(f"the mixed-precision model is {files / 1e6:.2f} MB, over the {mixed['budget_mb']} MB "
+                             f"budget (the plan estimated {mixed['planned_mb']} MB); raise the budget slightly")
+        report["mixed_precision"] = mixed | {"files_mb": round(files / 1e6, 4)}
+    return report
+
+
+def _mixed_plan(model, q: WeightQuantization, feeds: list[dict], graph_bytes: int) -> dict:
+    """The INT8 MatMuls of a mixed export: sensitivities on calibration text, then the size budget
+    (`graph_bytes`: the size of the graph file, weights aside)."""
+    from onnx import numpy_helper
+
+    from . import mixed_precision
+    from .calibration import logit_divergence, matmul_activations, quantizable_matmuls, short_windows_feed
+    from .rtn import fake_quantize
+
+    matmuls = quantizable_matmuls(model)
+    weights = {name: numpy_helper.to_array(init) for name, (_, init) in matmuls.items()}
+    sensitivities = mixed_precision.measure(weights, matmul_activations(model, feeds), q.group_size)
+    divergence = logit_divergence(model, short_windows_feed(feeds), {n: init.name for n, (_, init) in matmuls.items()},
+                                  lambda node: fake_quantize(weights[node], 4, q.group_size))
+    for s in sensitivities:
+        s.divergence_int4 = divergence[s.name]
+    quantized = {init.name for _, init in matmuls.values()}
+    sizes = {i.name: numpy_helper.to_array(i).nbytes for i in model.graph.initializer}
+    other = sum(b for name, b in sizes.items() if name not in quantized)
+    other += graph_bytes + 256 * len(matmuls)  # the graph file, plus each MatMulNBits' added attributes and names
+    shared = {node: sizes[f"{init.name}.int8"] + sizes.get(f"{init.name}.scales", 0)  # tied table, at int4 shared
+              for node, (_, init) in matmuls.items() if f"{init.name}.int8" in sizes}
+    return mixed_precision.plan(sensitivities, other, int(q.size_budget_mb * 1e6), q.group_size, shared)
 
 
 def _kept_nodes(model, keep: tuple) -> list[str]:

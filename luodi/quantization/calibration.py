@@ -1,0 +1,103 @@
+"""Calibration data for weight quantization: prefill feeds over calibration text, and the activations that
+reach each MatMul (what mixed precision and AWQ measure weights against)."""
+
+import numpy as np
+
+ROWS_PER_MATMUL = 256  # activation rows kept per MatMul input: a fixed-seed sample over all positions
+
+
+def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
+    """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout."""
+    from ..runtimes.base import kv_names
+
+    feeds = []
+    for start in range(0, len(token_ids) - 1, window):  # no ids (methods without calibration): no feeds
+        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
+        slots = ids.shape[1] if kv_cache == "shared_buffer" else 0
+        empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
+                      **{name: empty for name in kv_names(spec["num_layers"])[0]}})
+    return feeds[:16]
+
+
+def quantizable_matmuls(model) -> dict:
+    """{node name: (activation input name, weight initializer)} of the MatMuls with a constant 2-D weight."""
+    inits = {i.name: i for i in model.graph.initializer}
+    return {n.name: (n.input[0], inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
+
+
+def matmul_activations(model, feeds: list[dict], rows: int = ROWS_PER_MATMUL, seed: int = 0) -> dict:
+    """{MatMul node name: [rows, K] float32 activations} from running the (float) model on the feeds with
+    ONNX Runtime, each MatMul's input exposed as an extra graph output; rows are sampled without replacement."""
+    import onnx
+    import onnxruntime as ort
+
+    matmuls = quantizable_matmuls(model)
+    wanted = sorted({a for a, _ in matmuls.values()})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                              for name in wanted)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del probe
+    inputs = {i.name for i in session.get_inputs()}
+    seen: dict[str, list] = {name: [] for name in wanted}
+    for feed in feeds:
+        values = session.run(wanted, {k: v for k, v in feed.items() if k in inputs})
+        for name, value in zip(wanted, values):
+            seen[name].append(value.reshape(-1, value.shape[-1]))
+    rng = np.random.default_rng(seed)
+    sampled = {}
+    for name, parts in seen.items():
+        x = np.concatenate(parts)
+        sampled[name] = x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x
+    return {node: sampled[a] for node, (a, _) in matmuls.items()}
+
+
+def short_windows_feed(feeds: list[dict], size: int = 8, rows: int = 16) -> dict:
+    """One batched feed of `rows` windows of `size` tokens cut from the prefill feeds' ids: short enough that
+    the graph returns every position's logits (its logits window), each window starting with an empty cache."""
+    ids = np.concatenate([f["input_ids"].reshape(-1) for f in feeds])
+    usable = min(rows, len(ids) // size)
+    batch = ids[: usable * size].reshape(usable, size)
+    feed = {"input_ids": batch, "attention_mask": np.ones_like(batch),
+            "position_ids": np.tile(np.arange(size, dtype=np.int64), (usable, 1))}
+    for name, value in feeds[0].items():
+        if name not in feed:
+            _, heads, slots, dim = value.shape
+            feed[name] = np.zeros((usable, heads, size if slots else 0, dim), value.dtype)
+    return feed
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def logit_divergence(model, feed: dict, weights: dict, replace) -> dict:
+    """{MatMul node name: mean KL(float logits || logits with only that weight replaced by replace(node))}
+    over the feed's positions; `weights` maps node names to their weight initializer names. The weights become
+    overridable graph inputs of a probe copy of the model, so one session serves every trial."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    shapes = {i.name: (i.data_type, list(i.dims)) for i in probe.graph.initializer}
+    probe.graph.input.extend(onnx.helper.make_tensor_value_info(name, *shapes[name]) for name in weights.values())
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del probe
+    inputs = {i.name for i in session.get_inputs()}
+    feed = {k: v for k, v in feed.items() if k in inputs}
+    base = _log_softmax(session.run(["logits"], feed)[0].astype(np.float64))
+    divergence = {}
+    for node, name in weights.items():
+        trial = _log_softmax(session.run(["logits"], feed | {name: replace(node)})[0].astype(np.float64))
+        divergence[node] = float(np.mean(np.sum(np.exp(base) * (base - trial), axis=-1)))
+    return divergence

@@ -1,0 +1,62 @@
+"""One int4 table for a tied embedding and LM head: the token lookup reads the LM head's MatMulNBits weight.
+
+MatMulNBits stores the LM head [vocab, hidden] as 4-bit blocks along hidden (B [vocab, hidden/block,
+block/2], scales [vocab, hidden/block], packed zero points), which is exactly the layout ONNX Runtime's
+GatherBlockQuantized reads rows from (gather_axis 0, quantize_axis 1). So the int8 lookup table
+(embedding_int8 pass: Gather -> Cast -> Mul(scales) -> Transpose for the tied column lookup) is replaced by
+GatherBlockQuantized over the LM head's own initializers, and the int8 table leaves the file. The lookup
+then returns the LM head's dequantized rows: the same values the logits are computed with.
+"""
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+FLOAT = 1  # TensorProto.FLOAT
+
+
+def _consumers(graph, name: str) -> list:
+    return [n for n in graph.node if name in n.input]
+
+
+def _lookup_chain(graph, table: str) -> list | None:
+    """[Gather(int8, ids, axis 1), Cast, Gather(scales), Mul, Transpose] of the tied column lookup, or None."""
+    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] == f"{table}.int8"), None)
+    if gather is None or helper.get_attribute_value(gather.attribute[0]) != 1:
+        return None
+    cast = _consumers(graph, gather.output[0])
+    mul = _consumers(graph, cast[0].output[0]) if len(cast) == 1 and cast[0].op_type == "Cast" else []
+    transpose = _consumers(graph, mul[0].output[0]) if len(mul) == 1 and mul[0].op_type == "Mul" else []
+    if len(transpose) != 1 or transpose[0].op_type != "Transpose" or \
+            list(helper.get_attribute_value(transpose[0].attribute[0])) != [1, 2, 0]:
+        return None
+    if helper.get_attribute_value(cast[0].attribute[0]) != FLOAT:
+        return None
+    scales = next(n for n in graph.node if n.output[0] in mul[0].input and n is not cast[0])
+    return [gather, cast[0], scales, mul[0], transpose[0]]
+
+
+def share_embedding_int4(model) -> bool:
+    """Point the tied embedding's lookup at the 4-bit LM head (in place); False when there is nothing to share
+    (untied embeddings, an LM head kept at int8 or float, a graph without the int8 lookup)."""
+    graph = model.graph
+    for head in graph.node:
+        if head.op_type != "MatMulNBits" or not head.input[1].endswith("_Q4"):
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+        chain = _lookup_chain(graph, head.input[1][:-len("_Q4")])
+        if attrs.get("bits") != 4 or chain is None or len(head.input) < 4:
+            continue
+        shape = numpy_helper.from_array(np.array([attrs["N"], attrs["K"] // 2], np.int64), f"{head.input[1]}.rows")
+        graph.initializer.append(shape)
+        data = f"{head.input[1]}.as_rows"
+        reshape = helper.make_node("Reshape", [head.input[1], shape.name], [data], name=f"{head.name}/rows")
+        lookup = helper.make_node("GatherBlockQuantized", [data, chain[0].input[1], head.input[2], head.input[3]],
+                                  [chain[-1].output[0]], name=f"{head.name}/embedding", domain="com.microsoft",
+                                  gather_axis=0, quantize_axis=1, block_size=attrs["block_size"], bits=4)
+        position = list(graph.node).index(chain[0])
+        for node in chain:
+            graph.node.remove(node)
+        graph.node.insert(position, lookup)
+        graph.node.insert(position, reshape)
+        return True
+    return False
