@@ -136,6 +136,7 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     data.unlink()
     onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
+    data.chmod(onnx_path.stat().st_mode & 0o777)  # onnx writes the data file private (0600); match the graph's
     ops = [n.op_type for n in quantized.graph.node]
     report = {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
               "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),

@@ -11,7 +11,7 @@ then returns the LM head's dequantized rows: the same values the logits are comp
 import numpy as np
 from onnx import helper, numpy_helper
 
-FLOAT = 1  # TensorProto.FLOAT
+FLOAT, UINT8 = 1, 2  # TensorProto data types
 
 
 def _consumers(graph, name: str) -> list:
@@ -37,15 +37,16 @@ def _lookup_chain(graph, table: str) -> list | None:
 
 def share_embedding_int4(model) -> bool:
     """Point the tied embedding's lookup at the 4-bit LM head (in place); False when there is nothing to share
-    (untied embeddings, an LM head kept at int8 or float, a graph without the int8 lookup)."""
+    (untied embeddings, an LM head kept at int8 or float or with float zero points, no int8 lookup)."""
     graph = model.graph
     for head in graph.node:
         if head.op_type != "MatMulNBits" or not head.input[1].endswith("_Q4"):
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
         chain = _lookup_chain(graph, head.input[1][:-len("_Q4")])
-        if attrs.get("bits") != 4 or chain is None or len(head.input) < 4:
-            continue
+        zero_points = next((i for i in graph.initializer if len(head.input) > 3 and i.name == head.input[3]), None)
+        if attrs.get("bits") != 4 or chain is None or zero_points is None or zero_points.data_type != UINT8:
+            continue  # GatherBlockQuantized reads packed uint8 zero points (HQQ's are float)
         shape = numpy_helper.from_array(np.array([attrs["N"], attrs["K"] // 2], np.int64), f"{head.input[1]}.rows")
         graph.initializer.append(shape)
         data = f"{head.input[1]}.as_rows"
