@@ -21,10 +21,9 @@ ALPHAS = tuple(i / 20 for i in range(20))
 ROWS = 512  # calibration rows kept per projection input (a fixed-seed sample over all positions)
 
 
-def _collect_inputs(model, token_ids: tuple, window: int = 128, rows: int = ROWS) -> dict:
+def _collect_inputs(model, linears: list, token_ids: tuple, window: int = 128, rows: int = ROWS) -> dict:
     """{linear module: [rows, in_features] float32 inputs} from running the model on calibration windows."""
     spec = model.spec
-    linears = [m for layer in model.layers for m in layer.modules() if isinstance(m, nn.Linear)]
     seen = {m: [] for m in linears}
     hooks = [m.register_forward_pre_hook(lambda mod, args: seen[mod].append(
         args[0].detach().reshape(-1, args[0].shape[-1]).float().numpy())) for m in linears]
@@ -87,9 +86,10 @@ def _fold(previous: nn.Module, projections: list, s: torch.Tensor) -> None:
 
 def apply_awq(model, token_ids: tuple, bits: int, group: int) -> dict:
     """Search and fold AWQ scales into the canonical decoder in place; returns what the manifest records."""
-    inputs = _collect_inputs(model, token_ids)
+    groups = list(_groups(model))
+    inputs = _collect_inputs(model, [projections[0] for _, projections in groups], token_ids)
     alphas, gains = [], []
-    for previous, projections in _groups(model):
+    for previous, projections in groups:
         x = inputs[projections[0]]
         w = torch.cat([p.weight for p in projections]).detach().float().numpy().T
         s, alpha, loss, rtn_loss = search_scales(x, w, bits, group)
