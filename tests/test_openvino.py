@@ -76,8 +76,9 @@ def test_fp16_int8_and_int4_compress_the_weights(tmp_path):
 
 
 def test_unavailable_precision(tmp_path):
-    with pytest.raises(LuodiError, match="precision 'int4' is not available for target trt; available: fp32, fp16"):
-        export_model("tiny-llama", target="trt", precision="int4", out=tmp_path / "x", progress=False)
+    with pytest.raises(LuodiError, match="precision 'bf16' is not available for target openvino; available: fp32, "
+                                         "fp16, int8, int4"):
+        export_model("tiny-llama", target="openvino", precision="bf16", out=tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()
 
 
