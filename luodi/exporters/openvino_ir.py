@@ -62,13 +62,10 @@ def _make_stateful(model, past_names: list[str], present_names: list[str]) -> No
 
 def _calibration_dataset(nncf, token_ids: tuple, window: int = 128, windows: int = 16):
     """NNCF's dataset for the stateful IR: prefills of `window` calibration tokens, each from an empty state."""
-    samples = []
-    for start in range(0, len(token_ids) - 1, window):
-        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
-        samples.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
-                        "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
-                        BEAM_IDX: np.zeros(1, dtype=np.int32)})
-    return nncf.Dataset(samples[:windows])
+    from ..quantization.calibration import prefill_windows
+
+    return nncf.Dataset([feed | {BEAM_IDX: np.zeros(1, dtype=np.int32)}
+                         for feed in prefill_windows(token_ids, window)[:windows]])
 
 
 def _compress(model, compression: dict):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import prefill_windows, sample_rows
 from .rtn import fake_quantize
 
 ALPHAS = tuple(i / 20 for i in range(20))
@@ -29,20 +30,15 @@ def _collect_inputs(model, linears: list, token_ids: tuple, window: int = 128, r
         args[0].detach().reshape(-1, args[0].shape[-1]).float().numpy())) for m in linears]
     try:
         with torch.no_grad():
-            for start in range(0, len(token_ids) - 1, window):
-                ids = torch.tensor(token_ids[start:start + window], dtype=torch.int64)[None]
-                empty = torch.zeros(1, spec.num_kv_heads, 0, spec.head_dim, dtype=next(model.parameters()).dtype)
-                model(ids, torch.ones_like(ids), torch.arange(ids.shape[1])[None],
+            empty = torch.zeros(1, spec.num_kv_heads, 0, spec.head_dim, dtype=next(model.parameters()).dtype)
+            for feed in prefill_windows(token_ids, window):
+                model(*(torch.from_numpy(feed[k]) for k in ("input_ids", "attention_mask", "position_ids")),
                       [(empty, empty) for _ in model.layers])
     finally:
         for hook in hooks:
             hook.remove()
     rng = np.random.default_rng(0)
-    sampled = {}
-    for module, parts in seen.items():
-        x = np.concatenate(parts)
-        sampled[module] = x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x
-    return sampled
+    return {module: sample_rows(parts, rows, rng) for module, parts in seen.items()}
 
 
 def _groups(model):

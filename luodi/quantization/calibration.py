@@ -6,19 +6,33 @@ import numpy as np
 ROWS_PER_MATMUL = 256  # activation rows kept per MatMul input: a fixed-seed sample over all positions
 
 
+def prefill_windows(token_ids: tuple, window: int = 128) -> list[dict]:
+    """input_ids, attention_mask and position_ids ([1, n] int64) of each `window`-token slice of the
+    calibration ids: one prefill from an empty cache each (no ids, as for methods without calibration: none)."""
+    found = []
+    for start in range(0, len(token_ids) - 1, window):
+        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
+        found.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None]})
+    return found
+
+
+def sample_rows(parts: list, rows: int, rng) -> np.ndarray:
+    """`rows` rows (in order, without replacement) of the concatenated [n, width] parts; all when fewer."""
+    x = np.concatenate(parts)
+    return x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x
+
+
 def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
     """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout."""
     from ..runtimes.base import kv_names
 
     feeds = []
-    for start in range(0, len(token_ids) - 1, window):  # no ids (methods without calibration): no feeds
-        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
-        slots = ids.shape[1] if kv_cache == "shared_buffer" else 0
+    for feed in prefill_windows(token_ids, window)[:16]:
+        slots = feed["input_ids"].shape[1] if kv_cache == "shared_buffer" else 0
         empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
-        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
-                      "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None],
-                      **{name: empty for name in kv_names(spec["num_layers"])[0]}})
-    return feeds[:16]
+        feeds.append(feed | {name: empty for name in kv_names(spec["num_layers"])[0]})
+    return feeds
 
 
 def quantizable_matmuls(model) -> dict:
@@ -51,10 +65,7 @@ def matmul_activations(model, feeds: list[dict], rows: int = ROWS_PER_MATMUL, se
         for name, value in zip(wanted, values):
             seen[name].append(value.reshape(-1, value.shape[-1]))
     rng = np.random.default_rng(seed)
-    sampled = {}
-    for name, parts in seen.items():
-        x = np.concatenate(parts)
-        sampled[name] = x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x
+    sampled = {name: sample_rows(parts, rows, rng) for name, parts in seen.items()}
     return {node: sampled[a] for node, (a, _) in matmuls.items()}
 
 
