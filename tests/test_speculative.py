@@ -14,9 +14,11 @@ from luodi.runtimes.base import Backend
 from luodi.runtimes.decode import DecodeLoop
 from luodi.runtimes.drafters import ModelDrafter, PromptLookup
 from luodi.runtimes.sampling import GenerationConfig
-from luodi.runtimes.speculative import PROBE_EVERY, DraftLength, Speculation
+from luodi.runtimes.speculative import PROBE_EVERY, Draft, DraftLength, Speculation
 
 # random models repeat themselves, so prompt lookup finds drafts; the last prompt gives it nothing to find
+# the ort pipeline edit for speculative decoding: a packed LM head stored once (lm_head_view)
+SPECULATION_PASSES = "-lm_head_unpacked,+embedding_rows,+lm_head_view"
 PROMPTS = ["one two three four one two three four one two", "The capital of France is", "xyzzy"]
 
 
@@ -45,6 +47,26 @@ def test_int4_self_draft_greedy_is_plain_greedy(tmp_path, export_dir):
     int4 = export_model("tiny-llama", out=tmp_path / "int4", precision="int4", progress=False)
     target = luodi.load(export_dir("tiny-llama"))
     stats = _greedy_identical(target, [luodi.load(int4)], max_new_tokens=24)
+    assert sum(s.accepted for s in stats) > 0
+
+
+def test_packed_lm_head_view_speculates_identically(tmp_path, export_dir):
+    """The speculation pipeline edit (docs/SPECULATIVE.md) on a tied model: the head reads views of the table's
+    stored bytes, so the export is no bigger, and greedy output is plain greedy's."""
+    from luodi.exporters import export_model
+    from luodi.manifest import read_manifest
+
+    default = export_dir("tiny-qwen2")
+    out = export_model("tiny-qwen2", out=tmp_path / "view", passes=SPECULATION_PASSES, progress=False)
+    manifest = read_manifest(out)
+    assert manifest["passes"]["lm_head_view"] == 1 and "lm_head_unpacked" not in manifest["passes"]
+    table = manifest["spec"]["vocab_size"] * manifest["spec"]["hidden_size"] * 4
+    assert abs(manifest["memory"]["weight_bytes"] - read_manifest(default)["memory"]["weight_bytes"]) < table // 100
+    assert (out / "model.onnx.data").stat().st_size <= (default / "model.onnx.data").stat().st_size
+    target = luodi.load(out)
+    plain = luodi.load(default).generate(PROMPTS[0], max_new_tokens=24)
+    assert target.generate(PROMPTS[0], max_new_tokens=24).token_ids == plain.token_ids
+    stats = _greedy_identical(target, ["lookup"], max_new_tokens=24)
     assert sum(s.accepted for s in stats) > 0
 
 
@@ -79,9 +101,33 @@ def test_tensorrt_engine_speculates_identically(export_dir):
             pass
         return loop
 
-    plain, spec = run(None), run(Speculation(PromptLookup()))
-    assert spec.tokens == plain.tokens and spec.stats.accepted > 0
+    plain = run(None)
+    spec = run(Speculation(_Oracle(prompt + plain.tokens[0], backend.vocab_size)))
+    assert spec.tokens == plain.tokens and 0 < spec.stats.accepted < spec.stats.drafted
     assert spec.stats.target_forwards < plain.stats.target_forwards
+
+
+class _Oracle:
+    """Drafts the known greedy continuation, with its last token wrong every other time: verifying steps of
+    every length that accept all or all but one of their drafts, whatever a random model does."""
+
+    cost = 0.0
+
+    def __init__(self, tokens: list[int], vocab_size: int):
+        self.tokens, self.vocab_size, self.calls = tokens, vocab_size, 0
+
+    def check(self, target) -> None:
+        """Any target."""
+
+    def start(self, capacity: int) -> None:
+        """Nothing per generation."""
+
+    def propose(self, context, k, select) -> Draft:
+        self.calls += 1
+        draft = self.tokens[len(context):len(context) + k]
+        if draft and self.calls % 2:
+            draft[-1] = (draft[-1] + 1) % self.vocab_size
+        return Draft(draft)
 
 
 def test_stops_and_budgets_inside_accepted_drafts(export_dir):
@@ -198,6 +244,18 @@ def test_draft_length_adapts():
     for _ in range(10):
         expensive.update(drafted=4, accepted=2)
     assert 0 < expensive.next(room=100) < 7  # costly drafts that half land: a few at a time
+
+
+def test_each_kind_of_draft_keeps_its_own_rate():
+    length = DraftLength(max_tokens=7, draft_cost=0.0)
+    for _ in range(20):  # one-token matches keep failing while long matches keep landing
+        length.update(drafted=4, accepted=0, kind=1)
+        length.update(drafted=7, accepted=7, kind=3)
+    assert length.rate(3) > 0.9 and length.rate(1) < 0.1
+    assert length.next(room=100, kind=3) == 7 and length.next(room=100, kind=1) == 0
+    lookup = PromptLookup()
+    assert lookup.propose([1, 2, 3, 4, 9, 2, 3, 4], 3, None) == Draft([9, 2, 3], kind=3)  # "2 3 4" matched
+    assert lookup.propose([1, 2, 3, 4, 9, 4], 2, None) == Draft([9, 4], kind=1)  # only "4" matched
 
 
 def test_draft_length_weighs_measured_step_times():

@@ -79,12 +79,55 @@ def trace_to_onnx(model: CanonicalDecoder):
     return program.model
 
 
+def _views(graph) -> dict:
+    """{name: value} of the initializers marked as views of another one's data (VIEW_OF)."""
+    from ..passes.base import VIEW_OF
+
+    return {name: value for name, value in graph.initializers.items() if VIEW_OF in value.meta}
+
+
+def _add_views(path: Path, views: dict) -> None:
+    """Declare each view as an initializer naming its range of its source's bytes in the data file."""
+    import onnx
+
+    from ..passes.base import VIEW_OF
+
+    proto = onnx.load(str(path), load_external_data=False)
+    stored = {t.name: t for t in proto.graph.initializer}
+    for name, value in views.items():
+        source, offset = value.meta[VIEW_OF]
+        tensor = proto.graph.initializer.add()
+        tensor.CopyFrom(stored[source])
+        tensor.name = name
+        tensor.dims[:] = list(value.shape)
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:  # a source small enough to be stored inline
+            tensor.raw_data = value.const_value.tobytes()
+            continue
+        location = {e.key: e.value for e in tensor.external_data}
+        location |= {"offset": str(int(location.get("offset", 0)) + offset), "length": str(value.const_value.nbytes)}
+        del tensor.external_data[:]
+        for key, item in location.items():
+            tensor.external_data.add(key=key, value=item)
+    onnx.save(proto, str(path))
+
+
 def save_onnx(model, out_dir: Path) -> Path:
-    """Write an onnx_ir.Model to out_dir/model.onnx with all weights in out_dir/model.onnx.data, then check it."""
+    """Write an onnx_ir.Model to out_dir/model.onnx with all weights in out_dir/model.onnx.data, then check it.
+
+    Initializers marked as views of another's data (lm_head_view) are stored as ranges of its bytes."""
     import onnx_ir as ir
 
     path = Path(out_dir) / MODEL_FILE
-    ir.save(model, str(path), external_data=DATA_FILE)
+    views = _views(model.graph)
+    for name in views:
+        model.graph.initializers.pop(name)
+    try:
+        ir.save(model, str(path), external_data=DATA_FILE)
+    finally:
+        for value in views.values():
+            model.graph.register_initializer(value)
+    if views:
+        _add_views(path, views)
     produced = sorted(p.name for p in Path(out_dir).iterdir() if p.name.startswith(MODEL_FILE))
     if produced != [MODEL_FILE, DATA_FILE]:
         raise RuntimeError(f"unexpected export files: {produced}")

@@ -19,12 +19,13 @@ from .inplace_kv_cache import InplaceKvCache
 from .kv_cache_scatter import KvCacheScatter
 from .last_token_logits import LastTokenLogits
 from .lm_head_unpacked import LmHeadUnpacked
+from .lm_head_view import LmHeadView
 from .pack_matmuls import PackMatMuls
 from .rms_normalization import RmsNormalization
 
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
-                               LmHeadUnpacked, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
+                               LmHeadUnpacked, LmHeadView, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
                                KvCacheScatter, EmbeddingInt8, WeightsInt4, WeightsInt8)}
 
 

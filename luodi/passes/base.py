@@ -8,6 +8,10 @@ from onnxscript.rewriter import pattern
 
 # the default-domain opset of the standard fused ops (Attention, RotaryEmbedding) passes emit
 FUSED_OPS_OPSET = 23
+LOGITS = "logits"
+# Value.meta key of an initializer that is a slice of another one's data: (source name, byte offset);
+# save_onnx stores it as a range of the source's bytes, not a copy
+VIEW_OF = "luodi.view_of"
 
 
 class LuodiPass(ir.passes.InPlacePass):
@@ -67,9 +71,33 @@ def constant_matmul_weight(node: ir.Node) -> ir.Value | None:
     return weight if weight.shape is not None and len(weight.shape) == 2 else None
 
 
+def lm_head(graph: ir.Graph) -> ir.Node | None:
+    """The MatMul making the logits output, if its weight is a 2-D initializer."""
+    for node in graph:
+        if node.outputs[0].name == LOGITS and constant_matmul_weight(node) is not None:
+            return node
+    return None
+
+
 def weight_bytes(model: ir.Model) -> int:
-    """Bytes of a model's initializers (its weights), read from their metadata, not their data."""
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    """Bytes of a model's weights, read from metadata, not data, each stored byte once: a view (VIEW_OF,
+    lm_head_view) is part of another initializer, and a saved view names a range of the same data file."""
+    spans, total = {}, 0
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or VIEW_OF in value.meta:
+            continue
+        if isinstance(tensor, ir.ExternalTensor):
+            start = tensor.offset or 0
+            spans.setdefault(str(tensor.path), []).append((start, start + tensor.nbytes))
+        else:
+            total += tensor.nbytes
+    for ranges in spans.values():
+        end = 0
+        for start, stop in sorted(ranges):
+            total += max(0, stop - max(start, end))
+            end = max(end, stop)
+    return total
 
 
 def scalar(value: ir.Value):

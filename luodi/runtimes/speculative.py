@@ -26,6 +26,9 @@ MAX_DRAFT_TOKENS = MAX_STEP_TOKENS - 1  # a verifying step is the pending token 
 # fixes the schedule); on SmolLM2, ONNX Runtime, 2 threads it measured 0.05 (fp32 with a packed LM head) to 0.25 (int4)
 VERIFY_COST = 0.1
 PRIOR_ACCEPTANCE, PRIOR_WEIGHT, DECAY = 0.7, 4.0, 0.9  # the acceptance estimate's start and its forgetting
+# per-token acceptance a draft kind starts from, by Draft.kind (prompt lookup: the matched n-gram's length, 3 for
+# 3 or more); fitted to SmolLM2-135M's lookup drafts on the grounded and open-ended prompts (configs/prompts)
+KIND_PRIORS = {1: 0.4, 2: 0.6, 3: 0.85}
 PROBE_EVERY, MAX_PROBE_EVERY = 16, 256  # plain steps before a draft is tried again; doubled after each probe
 TIMES_KEPT = 5  # step times kept per step length; their median is robust to a first call's allocations
 
@@ -35,11 +38,13 @@ class Draft:
     """Proposed tokens and, for sampled drafts, the distribution each was drawn from ([k, vocab]); None means
     each token was proposed with certainty (q is a point mass), as prompt lookup's are. `timing` (forwards,
     seconds): what a draft model's steady one-token steps took, leaving out catching up on the context (None:
-    time the whole proposal)."""
+    time the whole proposal). `kind` sorts drafts whose acceptance differs (prompt lookup: the matched n-gram's
+    length), so the draft length is chosen from the acceptance of drafts of the same kind."""
 
     tokens: list[int]
     probs: np.ndarray | None = None
     timing: tuple[int, float] | None = None
+    kind: int | None = None
 
 
 @dataclass
@@ -50,22 +55,34 @@ class DraftLength:
     times of this generation's own steps (the median of the latest few per step length; an untried length is
     assumed cheap, so it gets tried); otherwise, or before a plain step is measured, they come from a fixed
     model: 1 + k (draft_cost + VERIFY_COST). When k = 0 wins, one draft is still tried after PROBE_EVERY steps,
-    so the rate can recover, then after twice as many while drafting keeps not paying.
+    so the rate can recover, then after twice as many while drafting keeps not paying. Each kind of draft
+    (Draft.kind) has its own acceptance rate.
     """
 
     max_tokens: int
     draft_cost: float
     timed: bool = True
-    hits: float = PRIOR_ACCEPTANCE * PRIOR_WEIGHT
-    trials: float = PRIOR_WEIGHT
+    hits: dict = field(default_factory=dict)  # draft kind -> decayed accepted tokens
+    trials: dict = field(default_factory=dict)  # draft kind -> decayed trials (accepted tokens and rejections)
     idle: int = 0
     probe_every: int = PROBE_EVERY
     step_s: dict = field(default_factory=dict)  # positions in a target step -> its latest TIMES_KEPT durations
     draft_s: deque = field(default_factory=lambda: deque(maxlen=TIMES_KEPT))  # seconds per drafted token
 
-    def next(self, room: int) -> int:
-        """The draft length for the next step, at most `room` (what the budget and the cache leave)."""
-        rate = min(self.hits / self.trials, 0.999)
+    def _counts(self, kind: int | None) -> tuple[float, float]:
+        """(hits, trials) of drafts of this kind so far, starting from its prior."""
+        prior = KIND_PRIORS.get(kind, PRIOR_ACCEPTANCE) * PRIOR_WEIGHT
+        return self.hits.get(kind, prior), self.trials.get(kind, PRIOR_WEIGHT)
+
+    def rate(self, kind: int | None = None) -> float:
+        """The running per-token acceptance rate of drafts of this kind."""
+        hits, trials = self._counts(kind)
+        return min(hits / trials, 0.999)
+
+    def next(self, room: int, kind: int | None = None) -> int:
+        """The draft length for the next step, at most `room` (what the budget and the cache leave), for a draft
+        of this kind."""
+        rate = self.rate(kind)
         gains = [(1 - rate ** (k + 1)) / (1 - rate) / self.cost(k) for k in range(self.max_tokens + 1)]
         k = int(np.argmax(gains))
         if k > 0:
@@ -89,10 +106,11 @@ class DraftLength:
     def _median(times) -> float | None:
         return float(np.median(times)) if times else None
 
-    def update(self, drafted: int, accepted: int) -> None:
-        """Count a verified step: `accepted` of `drafted` tokens kept (a shortfall is one rejection)."""
-        self.hits = DECAY * self.hits + accepted
-        self.trials = DECAY * self.trials + accepted + (accepted < drafted)
+    def update(self, drafted: int, accepted: int, kind: int | None = None) -> None:
+        """Count a verified step: `accepted` of `drafted` tokens of this kind kept (a shortfall is one rejection)."""
+        hits, trials = self._counts(kind)
+        self.hits[kind] = DECAY * hits + accepted
+        self.trials[kind] = DECAY * trials + accepted + (accepted < drafted)
 
     def time_step(self, positions: int, seconds: float) -> None:
         """Record how long a target step of this many positions took."""
@@ -167,12 +185,19 @@ class Speculation:
         loop.emit(0, [pending])
         loop.record()
         yield
-        first = True  # the first step is a plain one: the unit the measured costs are expressed in
+        first = True
         while not loop.done:
-            k = 0 if first else length.next(loop.budget - len(loop.tokens[0]) - 1)
-            first = False
+            room = min(self.max_tokens, loop.budget - len(loop.tokens[0]) - 1)
             started = time.perf_counter()
-            draft = self.drafter.propose(context, k, select) if k else Draft([])
+            draft = Draft([])
+            if first:  # the first step is a plain one: the unit the measured costs are expressed in
+                first = False
+            elif self.drafter.cost == 0 and room > 0:  # a free look first, then a length for drafts of its kind
+                draft = self.drafter.propose(context, room, select)
+                if draft.tokens:
+                    draft.tokens = draft.tokens[:length.next(room, draft.kind)]
+            elif k := length.next(room):
+                draft = self.drafter.propose(context, k, select)
             if draft.tokens:
                 forwards, seconds = draft.timing or (len(draft.tokens), time.perf_counter() - started)
                 if forwards:
@@ -186,7 +211,7 @@ class Speculation:
             accepted, pending = verify(loop.suppress_eos(window), draft, select, context)
             if draft.tokens:
                 backend.rollback(state, past + 1 + accepted)
-                length.update(len(draft.tokens), accepted)
+                length.update(len(draft.tokens), accepted, draft.kind)
                 stats.drafted += len(draft.tokens)
                 stats.accepted += accepted
                 stats.verify_steps += 1

@@ -1,19 +1,25 @@
-"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls, last_token_logits and lm_head_unpacked on small
-graphs."""
+"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls, last_token_logits, lm_head_unpacked,
+embedding_rows and lm_head_view on small graphs."""
 
 import math
 
 import numpy as np
 import onnx
 import onnx_ir as ir
+import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper
 
+from luodi.exporters.onnx_export import save_onnx
+from luodi.passes.base import weight_bytes
 from luodi.passes.embedding_gather import EmbeddingGather
 from luodi.passes.embedding_rows import EmbeddingRows
 from luodi.passes.fuse_gelu import FuseGelu
 from luodi.passes.fuse_silu import FuseSilu
 from luodi.passes.last_token_logits import LastTokenLogits
+from luodi.passes import lm_head_view
 from luodi.passes.lm_head_unpacked import LmHeadUnpacked
+from luodi.passes.lm_head_view import LmHeadView
 from luodi.passes.pack_matmuls import PackMatMuls
 from luodi.runtimes.shapes import MAX_STEP_TOKENS
 
@@ -159,6 +165,37 @@ def test_lm_head_weight_becomes_3d_for_head_and_lookup():
 def test_lm_head_read_by_other_ops_is_left_alone():
     ids = np.random.default_rng(9).integers(0, 50, (2, 3))
     assert apply_and_compare(LmHeadUnpacked(), lambda: _tied_head(other_reader=True), {"ids": ids})[0] == 0
+
+
+def _rows_then_view():
+    m = _tied_head()
+    EmbeddingRows()(m)
+    return m
+
+
+@pytest.mark.parametrize("chunk_bytes, views", [(1 << 20, 1), (HIDDEN * 4 * 16, 4)])
+def test_tied_head_reads_views_of_the_stored_rows(tmp_path, monkeypatch, chunk_bytes, views):
+    monkeypatch.setattr(lm_head_view, "CHUNK_BYTES", chunk_bytes)  # 50 rows of 32 bytes: one view, or four
+    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
+    count, ops = apply_and_compare(LmHeadView(), _rows_then_view, {"ids": ids})
+    assert count == 1 and ops == ["Gather"] + ["FusedMatMul"] * views + ["Concat"] * (views > 1)
+    m = _rows_then_view()
+    LmHeadView()(m)
+    assert len(m.graph.initializers) == 1 + views and weight_bytes(m) == 50 * HIDDEN * 4
+    path = save_onnx(m, tmp_path)  # stored once: the views name ranges of the table's bytes
+    assert (tmp_path / "model.onnx.data").stat().st_size == 50 * HIDDEN * 4
+    saved = ir.load(path)
+    assert weight_bytes(saved) == 50 * HIDDEN * 4
+    table = saved.graph.initializers["table.rows"].const_value.numpy()
+    parts = [saved.graph.initializers[f"table.rows.lm_head.{i}"].const_value.numpy() for i in range(views)]
+    np.testing.assert_array_equal(np.concatenate(parts), table)  # consecutive row ranges, read back from the file
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"ids": ids})[0], run(_tied_head(), {"ids": ids})[0], rtol=1e-6)
+
+
+def test_head_without_transposed_rows_is_left_alone():
+    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
+    assert apply_and_compare(LmHeadView(), _tied_head, {"ids": ids})[0] == 0  # embedding_rows has not run
 
 
 def test_tied_table_becomes_rows_for_lookup_and_head():
