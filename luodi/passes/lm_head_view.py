@@ -4,7 +4,7 @@ ONNX Runtime repacks a constant MatMul weight into its GEMM layout at session st
 file-mapped original unless another node reads it; a tied embedding's lookup does, so a plain packed LM
 head keeps two resident copies of the largest matrix (a fifth of SmolLM2's bytes). The default ort
 pipeline's lm_head_unpacked keeps one unpacked copy instead: fastest for one row, but ONNX Runtime repacks
-it on every call of 2-8 rows, so a speculative verification step costs 1.7-2x a plain step.
+it on every call of 2-8 rows, so a speculative verification step costs 1.7-2.6x a plain step.
 
 This pass is the alternative for speculative decoding (`--passes=-lm_head_unpacked,+embedding_rows,
 +lm_head_view`). After embedding_rows (rows [vocab, hidden]; head MatMul(x, Transpose(rows))), the head
