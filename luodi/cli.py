@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
     quant = p.add_argument_group("weight quantization (--target ort --precision int4|int8)")
-    quant.add_argument("--method", choices=["rtn", "hqq", "gptq", "awq"],
-                       help="default the target config's (rtn); gptq and awq need --calib")
+    quant.add_argument("--method", choices=["rtn", "minmax", "hqq", "gptq", "awq"],
+                       help="default the target config's (rtn); minmax: each block's own min and max (float zero "
+                            "point, llama.cpp's Q4_1 grid); gptq and awq need --calib")
     quant.add_argument("--group-size", type=int, help="block along the input dimension (default 32)")
     quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
     quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),

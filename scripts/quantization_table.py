@@ -19,6 +19,12 @@ CONFIGS = {
     "ort-int8": ("ort", ["--precision", "int8"]),
     "ort-int4": ("ort", ["--precision", "int4"]),
     "ort-int4-g64": ("ort", ["--precision", "int4", "--group-size", "64"]),  # 128 does not divide 576
+    "ort-int8-minmax": ("ort", ["--precision", "int8", "--method", "minmax"]),
+    "ort-int4-minmax": ("ort", ["--precision", "int4", "--method", "minmax"]),
+    "ort-int4-minmax-g64": ("ort", ["--precision", "int4", "--method", "minmax", "--group-size", "64"]),
+    "ort-int4-minmax-keephead": ("ort", ["--precision", "int4", "--method", "minmax", "--keep", "lm_head"]),
+    "ort-int4-minmax-mixed118": ("ort", ["--precision", "int4", "--method", "minmax", "--size-budget", "118",
+                                         "--calib", "{calib}"]),
     "ort-int4-hqq": ("ort", ["--precision", "int4", "--method", "hqq"]),
     "ort-int4-gptq": ("ort", ["--precision", "int4", "--method", "gptq", "--calib", "{calib}"]),
     "ort-int4-keephead": ("ort", ["--precision", "int4", "--keep", "lm_head"]),

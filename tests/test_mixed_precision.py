@@ -16,12 +16,16 @@ from test_parity import _max_diff
 from test_quantization import TEXT, _bytes
 
 
+@pytest.mark.parametrize("method", ["rtn", "minmax"])
 @pytest.mark.parametrize("bits", [4, 8])
-def test_fake_quantize_is_what_matmulnbits_computes(bits, tmp_path):
-    """X = identity makes the MatMulNBits output its dequantized weight, which must be fake_quantize's."""
+def test_fake_quantize_is_what_matmulnbits_computes(bits, method, tmp_path):
+    """X = identity makes the MatMulNBits output its dequantized weight, which must be the simulated grid's
+    (minmax: after its lowering to integer zero points and block offsets); the bytes stored are nbits_bytes'."""
     import onnxruntime as ort
 
-    from luodi.quantization.ort_weights import _quantizer_module
+    from luodi.quantization.float_zero_points import lower_float_zero_points
+    from luodi.quantization.ort_weights import WeightQuantization, _algo_config, _min_max_quantizer, _quantizer_module
+    from luodi.quantization.rtn import fake_quantize_minmax
 
     k, n, group = 64, 24, 32
     w = np.random.default_rng(bits).normal(size=(k, n)).astype(np.float32)
@@ -30,15 +34,21 @@ def test_fake_quantize_is_what_matmulnbits_computes(bits, tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [k, n])],
                               [numpy_helper.from_array(w, "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    mnq = _quantizer_module()
-    config = mnq.DefaultWeightOnlyQuantConfig(block_size=group, is_symmetric=False, accuracy_level=0, bits=bits)
-    quantizer = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=False, algo_config=config)
+    config = _algo_config(WeightQuantization(bits=bits, method=method, group_size=group), [])
+    quantizer = _quantizer_module().MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=False,
+                                                         algo_config=config)
+    if method == "minmax":
+        quantizer.node_quantizer = _min_max_quantizer(config)
     quantizer.process()
-    session = ort.InferenceSession(quantizer.model.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    quantized = quantizer.model.model
+    assert bool(lower_float_zero_points(quantized)) == (method == "minmax")
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
     dequantized = session.run(None, {"x": np.eye(k, dtype=np.float32)})[0]
-    np.testing.assert_allclose(fake_quantize(w, bits, group), dequantized, rtol=0, atol=1e-5)
-    stored = sum(i.ByteSize() - len(i.name) - 16 for i in quantizer.model.model.graph.initializer)
-    assert abs(stored - nbits_bytes(k, n, bits, group)) <= 32  # protobuf framing aside
+    grid = fake_quantize_minmax if method == "minmax" else fake_quantize
+    np.testing.assert_allclose(grid(w, bits, group), dequantized, rtol=0, atol=1e-5)
+    stored = sum(i.ByteSize() - len(i.name) - 16 for i in quantized.graph.initializer
+                 if not i.name.startswith("block_sum."))  # the block-sum constant is shared by every MatMul
+    assert abs(stored - nbits_bytes(k, n, bits, group, offsets=method == "minmax")) <= 48  # protobuf framing aside
 
 
 def test_plan_spends_the_budget_where_it_removes_most_error_per_byte():
@@ -55,6 +65,8 @@ def test_plan_spends_the_budget_where_it_removes_most_error_per_byte():
     assert sorted(everything["int8"]) == ["head", "o", "q"] and everything["planned_mb"] <= everything["budget_mb"]
     with pytest.raises(LuodiError, match="cannot be met: everything at int4 is"):
         plan(s, 0, base - 1, 32)
+    exact = MatMulSensitivity("k", *small, 1e-14, 1e-6)  # on its int4 grid already (minmax on a Q4_1 weight)
+    assert plan(s + [exact], 0, base + sum(extra.values()) * 3, 32)["int8"] == ["q", "o", "head"]
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +74,15 @@ def calibration_ids(export_dir):
     return tuple(luodi.load(export_dir("tiny-qwen2")).tokenizer.encode(open(TEXT).read())[:1024])
 
 
-def test_a_budget_between_int4_and_int8_mixes_them(export_dir, calibration_ids, reference, tmp_path):
+@pytest.mark.parametrize("method", ["rtn", "minmax"])
+def test_a_budget_between_int4_and_int8_mixes_them(method, export_dir, calibration_ids, reference, tmp_path):
     def export(name, precision="int4", **settings):
         return export_model("tiny-qwen2", precision=precision, out=tmp_path / name, progress=False,
                             quantization=settings or None)
 
-    int4, all_int8 = export("int4"), export("int8", precision="int8")
+    int4, all_int8 = export("int4", method=method), export("int8", precision="int8")
     budget = (_bytes(int4) + _bytes(all_int8)) / 2 / 1e6
-    mixed = export("mixed", calibration=calibration_ids, size_budget_mb=budget)
+    mixed = export("mixed", method=method, calibration=calibration_ids, size_budget_mb=budget)
     info = read_manifest(mixed)["quantization"]["mixed_precision"]
     assert _bytes(mixed) <= budget * 1e6 and info["files_mb"] * 1e6 == pytest.approx(_bytes(mixed), abs=5e3)
     assert 0 < len(info["int8"]) < len(info["sensitivity"])

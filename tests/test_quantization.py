@@ -44,6 +44,7 @@ def test_every_matmul_becomes_matmulnbits_and_files_shrink(quantized, export_dir
     for precision in ("int8", "int4"):
         info = read_manifest(quantized(precision))["quantization"]
         assert info["matmuls_kept"] == 0 and info["matmuls_quantized"] == 2 * 2 + 2 * 2 + 1  # qkv,o,gate_up,down,head
+        assert info["shared_embedding"] is True  # the tied lookup reads the head's 4- or 8-bit weight
         sizes[precision] = _bytes(quantized(precision))
     assert sizes["int4"] < sizes["int8"] < fp32
 
@@ -135,31 +136,93 @@ def test_eval_cli_and_its_bad_input(quantized, export_dir, tmp_path):
                  "--reference", str(export_dir("tiny-qwen2"))]) == 0
 
 
-def test_int4_tied_embedding_reads_the_lm_head_weight(quantized, export_dir):
-    """The token lookup of an int4 export with tied embeddings is GatherBlockQuantized over the LM head's
-    MatMulNBits weight: no int8 table in the file, and it returns the LM head's dequantized rows."""
+@pytest.mark.parametrize("bits,method", [(4, "rtn"), (4, "minmax"), (8, "rtn")])
+def test_tied_embedding_reads_the_lm_head_weight(bits, method, quantized, export_dir):
+    """The token lookup of an int4 or int8 export with tied embeddings is GatherBlockQuantized over the LM
+    head's MatMulNBits weight: no int8 table in the file, and it returns the LM head's dequantized rows
+    (minmax: with the block offsets its lowering added)."""
     import onnx
     import onnxruntime as ort
 
-    from luodi.quantization.rtn import fake_quantize
+    from luodi.quantization.rtn import fake_quantize, fake_quantize_minmax
 
-    folder = quantized("int4")
+    folder = quantized(f"int{bits}", method=method)
     assert read_manifest(folder)["quantization"]["shared_embedding"] is True
     model = onnx.load(folder / "model.onnx")
     (lookup,) = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
+    rows_name = lookup.output[0].removesuffix("/centred")
     assert not [i.name for i in model.graph.initializer if i.name.endswith(".int8")]
-    model.graph.output.append(onnx.helper.make_tensor_value_info(lookup.output[0], onnx.TensorProto.FLOAT, None))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(rows_name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     ids = np.array([[0, 5, 17, 99]], dtype=np.int64)
     feeds = {i.name: np.zeros((1, i.shape[1], 4, i.shape[3]), np.float32)  # the shared buffer: 4 slots
              for i in session.get_inputs() if i.name.startswith("past")}
     feeds |= {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(4)[None]}
     feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
-    rows = session.run([lookup.output[0]], feeds)[0]
+    rows = session.run([rows_name], feeds)[0]
     fp32 = onnx.load(export_dir("tiny-qwen2") / "model.onnx")
     table = next(onnx.numpy_helper.to_array(i) for i in fp32.graph.initializer if i.name.startswith("lm_head_weight_t"))
     table = table.reshape(table.shape[-2:])  # [hidden, vocab] (the fp32 export stores it as [1, hidden, vocab])
-    np.testing.assert_allclose(rows[0], fake_quantize(table, 4, 32)[:, ids[0]].T, rtol=0, atol=1e-5)
+    grid = fake_quantize_minmax if method == "minmax" else fake_quantize
+    np.testing.assert_allclose(rows[0], grid(table, bits, 32)[:, ids[0]].T, rtol=0, atol=1e-5)
+
+
+def test_minmax_runs_on_integer_zero_point_kernels(quantized, reference):
+    """--method minmax stores each block's own range with a float zero point; every MatMulNBits is lowered to
+    integer zero points plus block offsets (no float zero points left), and the model stays close to fp32."""
+    import onnx
+
+    folder = quantized("int4", method="minmax")
+    info = read_manifest(folder)["quantization"]
+    assert info["method"] == "minmax" and info["float_zero_points_lowered"] == info["matmuls_quantized"] == 9
+    assert info["matmuls_kept"] == 0
+    model = onnx.load(folder / "model.onnx", load_external_data=False)
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    assert {types[n.input[3]] for n in nbits} == {onnx.TensorProto.UINT8}
+    assert {onnx.helper.get_attribute_value(a) for n in nbits for a in n.attribute if a.name == "accuracy_level"} \
+        == {read_manifest(folder)["quantization"]["accuracy_level"]}
+    assert _max_diff("tiny-qwen2", lambda name: folder, reference) < 1.0
+
+
+def test_float_zero_point_lowering_keeps_the_product():
+    """A MatMulNBits with float zero points (HQQ's layout) computes the same product before and after its
+    lowering to centred integer zero points plus block offsets, both equal to the dequantized weight's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from luodi.quantization.float_zero_points import lower_float_zero_points
+
+    rng = np.random.default_rng(0)
+    k, n, block = 96, 40, 32
+    q = rng.integers(0, 16, (n, k))
+    scales = rng.uniform(0.01, 0.1, (n, k // block)).astype(np.float32)
+    zeros = rng.uniform(0, 15, (n, k // block)).astype(np.float32)
+    packed = (q[:, 0::2] | q[:, 1::2] << 4).astype(np.uint8).reshape(n, k // block, block // 2)
+    weight = (q - np.repeat(zeros, block, axis=1)) * np.repeat(scales, block, axis=1)  # [N, K]
+    inits = [numpy_helper.from_array(packed, "w_Q4"), numpy_helper.from_array(scales.reshape(-1), "w_scales"),
+             numpy_helper.from_array(zeros.reshape(-1), "w_zero_points")]
+    node = helper.make_node("MatMulNBits", ["x", "w_Q4", "w_scales", "w_zero_points"], ["y"], name="mm",
+                            domain="com.microsoft", K=k, N=n, bits=4, block_size=block)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "s", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "s", n])], inits)
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    x = rng.standard_normal((1, 3, k)).astype(np.float32)
+
+    def run():
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    before = run()
+    assert lower_float_zero_points(model) == {"w_Q4": "w_Q4.offsets"}
+    after = run()
+    types = {i.name: i.data_type for i in model.graph.initializer}
+    assert types["w_zero_points"] == TensorProto.UINT8
+    np.testing.assert_allclose(before, x @ weight.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(after, x @ weight.T, rtol=1e-4, atol=1e-4)
+    onnx.checker.check_model(model)
 
 
 def test_untied_embeddings_keep_their_int8_table(tmp_path):

@@ -17,10 +17,11 @@ import numpy as np
 from ..errors import LuodiError
 from .rtn import fake_quantize
 
-def nbits_bytes(k: int, n: int, bits: int, group: int) -> int:
-    """Bytes MatMulNBits stores for a [K, N] weight: packed values, fp32 scales, packed zero points."""
+def nbits_bytes(k: int, n: int, bits: int, group: int, offsets: bool = False) -> int:
+    """Bytes MatMulNBits stores for a [K, N] weight: packed values, fp32 scales, packed zero points, and
+    with `offsets` the fp32 block offsets of a lowered float-zero-point weight (float_zero_points.py)."""
     blocks = k // group
-    return n * blocks * group * bits // 8 + n * blocks * 4 + n * -(-blocks * bits // 8)
+    return n * blocks * group * bits // 8 + n * blocks * 4 * (1 + offsets) + n * -(-blocks * bits // 8)
 
 
 @dataclass
@@ -43,29 +44,34 @@ class MatMulSensitivity:
         return self.harm * (1 - self.error_int8 / self.error_int4) if self.error_int4 else 0.0
 
 
-def measure(weights: dict[str, np.ndarray], activations: dict[str, np.ndarray], group: int) -> list[MatMulSensitivity]:
-    """Each MatMul's relative output error at 4 and 8 bits on its calibration activations."""
+def measure(weights: dict[str, np.ndarray], activations: dict[str, np.ndarray], group: int,
+            grid4=fake_quantize) -> list[MatMulSensitivity]:
+    """Each MatMul's relative output error on its calibration activations at 4 bits (on `grid4`, the int4
+    method's grid) and at 8 bits (RTN, what the int8 MatMuls get)."""
     found = []
     for name, w in weights.items():
         x = activations[name]
         reference = x @ w
         norm = float(np.sum(reference.astype(np.float64) ** 2)) or 1.0
-        errors = [float(np.sum((x @ (w - fake_quantize(w, bits, group))).astype(np.float64) ** 2)) / norm
-                  for bits in (4, 8)]
+        errors = [float(np.sum((x @ (w - grid(w, bits, group))).astype(np.float64) ** 2)) / norm
+                  for grid, bits in ((grid4, 4), (fake_quantize, 8))]
         found.append(MatMulSensitivity(name, *w.shape, *errors))
     return found
 
 
 def plan(sensitivities: list[MatMulSensitivity], other_bytes: int, budget_bytes: int, group: int,
-         shared: dict | None = None) -> dict:
+         shared: dict | None = None, offsets4: bool = False) -> dict:
     """Which MatMuls go to INT8 so the model fits `budget_bytes` with the least summed harm; the rest INT4.
 
     `other_bytes` is everything the budget holds besides the MatMul weights (embedding table, norms, graph);
-    `shared` maps a MatMul to the bytes it saves at INT4 (an LM head whose 4-bit weight replaces the int8
-    embedding table, see shared_embedding.py)."""
-    size = {s.name: {b: nbits_bytes(s.k, s.n, b, group) for b in (4, 8)} for s in sensitivities}
+    `shared` maps a MatMul to the bytes it saves at either width (an LM head whose quantized weight replaces
+    the int8 embedding table, see shared_embedding.py); `offsets4`: the int4 MatMuls store block offsets
+    (minmax)."""
+    size = {s.name: {4: nbits_bytes(s.k, s.n, 4, group, offsets4), 8: nbits_bytes(s.k, s.n, 8, group)}
+            for s in sensitivities}
     for name, saved in (shared or {}).items():
         size[name][4] -= saved
+        size[name][8] -= saved
     total = other_bytes + sum(v[4] for v in size.values())
     if total > budget_bytes:
         raise LuodiError(f"a size budget of {budget_bytes / 1e6:.3f} MB cannot be met: everything at int4 is "
@@ -75,7 +81,7 @@ def plan(sensitivities: list[MatMulSensitivity], other_bytes: int, budget_bytes:
     int8 = []
     for s in gain:
         extra = size[s.name][8] - size[s.name][4]
-        if total + extra <= budget_bytes:
+        if s.harm_removed_by_int8() > 0 and total + extra <= budget_bytes:  # minmax can beat int8 RTN on a grid
             int8.append(s.name)
             total += extra
     chosen = set(int8)

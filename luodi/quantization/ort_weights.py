@@ -8,13 +8,16 @@ fastest CPU kernels): the target config sets it from measurement (docs/QUANTIZAT
 import contextlib
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LuodiError
-from .shared_embedding import share_embedding_int4
+from .float_zero_points import lower_float_zero_points
+from .shared_embedding import share_embedding
 
-METHODS = ("rtn", "hqq", "gptq", "awq")  # awq: scales folded before tracing (awq.py), then RTN
+# awq: scales folded before tracing (awq.py), then RTN; minmax: each block's own [min, max] with a float zero point
+METHODS = ("rtn", "minmax", "hqq", "gptq", "awq")
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,25 @@ def _quantizer_module():
 def _algo_config(q: WeightQuantization, feeds: list[dict]):
     mnq = _quantizer_module()
 
-    if q.method == "hqq":
+    if q.method in ("hqq", "minmax"):
         return mnq.HQQWeightOnlyQuantConfig(block_size=q.group_size, bits=q.bits)
     if q.method == "gptq":
         reader = _Reader(feeds)
         return mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=q.group_size)
     return mnq.DefaultWeightOnlyQuantConfig(block_size=q.group_size, is_symmetric=False,
                                             accuracy_level=q.accuracy_level, bits=q.bits)
+
+
+def _min_max_quantizer(config):
+    """onnxruntime's HQQ node quantizer without HQQ's search: each block's scale and float zero point come from
+    its own [min, max] (the grid llama.cpp's Q4_1 stores), unrounded."""
+    class MinMaxQuantizer(_quantizer_module().HQQWeightOnlyQuantizer):
+        def quantize_internal(self, tensor, bits=4, channel_wise=True, group_size=64, optimize=True,
+                              round_zero=True, axis=1):
+            return super().quantize_internal(tensor, bits, channel_wise, group_size, optimize=False,
+                                             round_zero=False, axis=axis)
+
+    return MinMaxQuantizer(config)
 
 
 class _Reader:
@@ -118,7 +133,10 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=False,
                                      accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
                                      algo_config=_algo_config(q, feeds))
-    with contextlib.redirect_stdout(sys.stderr):  # GPTQ prints its progress bar: keep stdout for --json
+    if q.method == "minmax":  # on int8 too: SmolLM2's Q4_1 levels are every 17th of 256 (255 = 15·17)
+        quantizer.node_quantizer = _min_max_quantizer(quantizer.algo_config)
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():  # GPTQ prints its progress bar
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # HQQ's torch view
         quantizer.process()
     quantized = quantizer.model.model
     if kept:
@@ -129,7 +147,10 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
         second.process()
         quantized = second.model.model
     quantized.graph.input.extend(unread)
-    shared = q.bits == 4 and share_embedding_int4(quantized)
+    ops = [n.op_type for n in quantized.graph.node]  # before the lowering adds its small fp32 MatMuls
+    offsets = lower_float_zero_points(quantized)
+    _set_accuracy_level(quantized.graph, q.accuracy_level)
+    shared = share_embedding(quantized, offsets)
     _drop_unused_initializers(quantized.graph)
     data = onnx_path.with_name(onnx_path.name + ".data")
     onnx_path.unlink()
@@ -137,10 +158,10 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=data.name, size_threshold=1024)
     data.chmod(onnx_path.stat().st_mode & 0o777)  # onnx writes the data file private (0600); match the graph's
-    ops = [n.op_type for n in quantized.graph.node]
     report = {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
               "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
-              "calibration_tokens": len(q.calibration), "kept_int8": kept, "shared_embedding": shared}
+              "calibration_tokens": len(q.calibration), "kept_int8": kept, "shared_embedding": shared,
+              "float_zero_points_lowered": len(offsets)}
     if mixed:
         files = onnx_path.stat().st_size + data.stat().st_size
         if files > mixed["budget_mb"] * 1e6:
@@ -157,22 +178,27 @@ def _mixed_plan(model, q: WeightQuantization, feeds: list[dict], graph_bytes: in
 
     from . import mixed_precision
     from .calibration import logit_divergence, matmul_activations, quantizable_matmuls, short_windows_feed
-    from .rtn import fake_quantize
+    from .rtn import fake_quantize, fake_quantize_minmax
 
+    grid = fake_quantize_minmax if q.method == "minmax" else fake_quantize
     matmuls = quantizable_matmuls(model)
     weights = {name: numpy_helper.to_array(init) for name, (_, init) in matmuls.items()}
-    sensitivities = mixed_precision.measure(weights, matmul_activations(model, feeds), q.group_size)
+    sensitivities = mixed_precision.measure(weights, matmul_activations(model, feeds), q.group_size, grid)
     divergence = logit_divergence(model, short_windows_feed(feeds), {n: init.name for n, (_, init) in matmuls.items()},
-                                  lambda node: fake_quantize(weights[node], 4, q.group_size))
+                                  lambda node: grid(weights[node], 4, q.group_size))
     for s in sensitivities:
         s.divergence_int4 = divergence[s.name]
     quantized = {init.name for _, init in matmuls.values()}
     sizes = {i.name: numpy_helper.to_array(i).nbytes for i in model.graph.initializer}
     other = sum(b for name, b in sizes.items() if name not in quantized)
     other += graph_bytes + 256 * len(matmuls)  # the graph file, plus each MatMulNBits' added attributes and names
-    shared = {node: sizes[f"{init.name}.int8"] + sizes.get(f"{init.name}.scales", 0)  # tied table, at int4 shared
+    shared = {node: sizes[f"{init.name}.int8"] + sizes.get(f"{init.name}.scales", 0)  # tied table, shared
               for node, (_, init) in matmuls.items() if f"{init.name}.int8" in sizes}
-    return mixed_precision.plan(sensitivities, other, int(q.size_budget_mb * 1e6), q.group_size, shared)
+    if q.method == "minmax":  # the lowering's fp32 ones-per-block constants: one per input size, and the lookup's
+        constant_inputs = list({w.shape[0] for w in weights.values()}) + [weights[node].shape[0] for node in shared]
+        other += sum(k * (k // q.group_size) * 4 for k in constant_inputs)
+    return mixed_precision.plan(sensitivities, other, int(q.size_budget_mb * 1e6), q.group_size, shared,
+                                offsets4=q.method == "minmax")
 
 
 def _kept_nodes(model, keep: tuple) -> list[str]:
@@ -194,6 +220,16 @@ def _matmul_inputs(model) -> set[int]:
     inits = {i.name: i for i in model.graph.initializer}
     return {int(inits[n.input[1]].dims[0]) for n in model.graph.node
             if n.op_type == "MatMul" and n.input[1] in inits and len(inits[n.input[1]].dims) == 2}
+
+
+def _set_accuracy_level(graph, level: int) -> None:
+    """HQQ's node quantizer (and so minmax) leaves accuracy_level unset (0, fp32 compute): give every
+    MatMulNBits the configured level."""
+    from onnx import helper
+
+    for node in graph.node:
+        if node.op_type == "MatMulNBits" and all(a.name != "accuracy_level" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("accuracy_level", level))
 
 
 def _drop_unused_initializers(graph) -> None:

@@ -1,7 +1,7 @@
-"""One int4 table for a tied embedding and LM head: the token lookup reads the LM head's MatMulNBits weight.
+"""One table for a tied embedding and LM head: the token lookup reads the LM head's MatMulNBits weight.
 
-MatMulNBits stores the LM head [vocab, hidden] as 4-bit blocks along hidden (B [vocab, hidden/block,
-block/2], scales [vocab, hidden/block], packed zero points), which is exactly the layout ONNX Runtime's
+MatMulNBits stores the LM head [vocab, hidden] as 4- or 8-bit blocks along hidden (B [vocab, hidden/block,
+block·bits/8], scales [vocab, hidden/block], packed zero points), which is exactly the layout ONNX Runtime's
 GatherBlockQuantized reads rows from (gather_axis 0, quantize_axis 1). So the int8 lookup table
 (embedding_int8 pass: Gather -> Cast -> Mul(scales) -> Transpose for the tied column lookup) is replaced by
 GatherBlockQuantized over the LM head's own initializers, and the int8 table leaves the file. The lookup
@@ -10,6 +10,8 @@ then returns the LM head's dequantized rows: the same values the logits are comp
 
 import numpy as np
 from onnx import helper, numpy_helper
+
+from .float_zero_points import add_offsets_to_lookup
 
 FLOAT, UINT8 = 1, 2  # TensorProto data types
 
@@ -35,29 +37,36 @@ def _lookup_chain(graph, table: str) -> list | None:
     return [gather, cast[0], scales, mul[0], transpose[0]]
 
 
-def share_embedding_int4(model) -> bool:
-    """Point the tied embedding's lookup at the 4-bit LM head (in place); False when there is nothing to share
-    (untied embeddings, an LM head kept at int8 or float or with float zero points, no int8 lookup)."""
+def share_embedding(model, offsets_of: dict[str, str] | None = None) -> bool:
+    """Point the tied embedding's lookup at the 4- or 8-bit LM head (in place); False when there is nothing to
+    share (untied embeddings, an LM head kept in float or with float zero points, no int8 lookup).
+    `offsets_of` names the block offsets of heads lowered from float zero points (float_zero_points.py): the
+    lookup adds them to the rows it reads."""
+    offsets_of = offsets_of or {}
     graph = model.graph
     for head in graph.node:
-        if head.op_type != "MatMulNBits" or not head.input[1].endswith("_Q4"):
+        if head.op_type != "MatMulNBits" or head.input[1][-3:] not in ("_Q4", "_Q8"):
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
         chain = _lookup_chain(graph, head.input[1][:-len("_Q4")])
         zero_points = next((i for i in graph.initializer if len(head.input) > 3 and i.name == head.input[3]), None)
-        if attrs.get("bits") != 4 or chain is None or zero_points is None or zero_points.data_type != UINT8:
-            continue  # GatherBlockQuantized reads packed uint8 zero points (HQQ's are float)
-        shape = numpy_helper.from_array(np.array([attrs["N"], attrs["K"] // 2], np.int64), f"{head.input[1]}.rows")
+        if attrs.get("bits") not in (4, 8) or chain is None or zero_points is None or zero_points.data_type != UINT8:
+            continue  # GatherBlockQuantized reads packed uint8 zero points (float ones are lowered first)
+        row_bytes = attrs["K"] * attrs["bits"] // 8
+        shape = numpy_helper.from_array(np.array([attrs["N"], row_bytes], np.int64), f"{head.input[1]}.rows")
         graph.initializer.append(shape)
         data = f"{head.input[1]}.as_rows"
         reshape = helper.make_node("Reshape", [head.input[1], shape.name], [data], name=f"{head.name}/rows")
         lookup = helper.make_node("GatherBlockQuantized", [data, chain[0].input[1], head.input[2], head.input[3]],
                                   [chain[-1].output[0]], name=f"{head.name}/embedding", domain="com.microsoft",
-                                  gather_axis=0, quantize_axis=1, block_size=attrs["block_size"], bits=4)
+                                  gather_axis=0, quantize_axis=1, block_size=attrs["block_size"], bits=attrs["bits"])
         position = list(graph.node).index(chain[0])
         for node in chain:
             graph.node.remove(node)
         graph.node.insert(position, lookup)
         graph.node.insert(position, reshape)
+        if head.input[1] in offsets_of:
+            add_offsets_to_lookup(graph, position + 1, offsets_of[head.input[1]], attrs["K"] // attrs["block_size"],
+                                  attrs["block_size"])
         return True
     return False

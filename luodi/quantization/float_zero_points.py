@@ -1,0 +1,104 @@
+"""Float zero points on MatMulNBits' fast integer-zero-point kernels: w = s·(q − z) becomes s·(q − c) + s·(c − z).
+
+A 4-bit block stored with a float zero point z (HQQ's grid, or each block's own [min, max] as llama.cpp's Q4_1
+stores it) is what ONNX Runtime 1.32's CPU kernels take a slow path for (4 tok/s against 100 on SmolLM2-135M).
+With the zero point at the centre c = 2^(bits−1) the block is an ordinary integer-zero-point block, and the
+rest, the per-block offset o = s·(c − z), contributes Σ_block(x)·o to each output. So each MatMulNBits with
+float zero points becomes:
+
+    MatMulNBits(x, q, s, zero points c)  +  MatMul(MatMul(x, ones per block [K, K/block]), offsets)
+
+with `offsets` [K/block, N] in fp32 (the same size as the scales). Inputs that several such MatMuls read share
+one block sum. The result is the same dequantized weight up to fp32 rounding of the offsets.
+"""
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+FLOAT = 1  # TensorProto.FLOAT
+
+
+def lower_float_zero_points(model) -> dict[str, str]:
+    """Rewrite every MatMulNBits with float zero points (in place); returns {B initializer: offsets initializer}
+    for the tied-embedding lookup, which must add the same offsets to the rows it reads."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    sums: dict[tuple[str, int, int], str] = {}
+    offsets_of = {}
+    for node in list(graph.node):
+        zero_points = inits.get(node.input[3]) if node.op_type == "MatMulNBits" and len(node.input) > 3 else None
+        if zero_points is None or zero_points.data_type != FLOAT:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        k, n, bits, block = attrs["K"], attrs["N"], attrs["bits"], attrs["block_size"]
+        blocks = -(-k // block)
+        scales = numpy_helper.to_array(inits[node.input[2]]).reshape(n, blocks)
+        zeros = numpy_helper.to_array(zero_points).reshape(n, blocks)
+        centre = 1 << (bits - 1)
+        offsets = numpy_helper.from_array((scales * (centre - zeros)).T.astype(np.float32).copy(),
+                                          f"{node.input[1]}.offsets")
+        scales_2d = numpy_helper.from_array(scales, node.input[2])  # [N, blocks], as GatherBlockQuantized reads
+        graph.initializer.remove(zero_points)
+        graph.initializer.remove(inits[node.input[2]])
+        graph.initializer.extend([scales_2d, offsets, _centre_zero_points(zero_points.name, n, blocks, bits)])
+        position = list(graph.node).index(node)
+        key = (node.input[0], blocks, block)
+        if key not in sums:
+            sums[key] = _block_sum(graph, node.input[0], blocks, block, position)
+            position += 1
+        result = node.output[0]
+        node.output[0] = f"{result}/centred"
+        correction = helper.make_node("MatMul", [sums[key], offsets.name], [f"{result}/offset"],
+                                      name=f"{node.name}/offset")
+        add = helper.make_node("Add", [node.output[0], correction.output[0]], [result], name=f"{node.name}/add_offset")
+        graph.node.insert(position + 1, add)
+        graph.node.insert(position + 1, correction)
+        offsets_of[node.input[1]] = offsets.name
+    return offsets_of
+
+
+def _centre_zero_points(name: str, n: int, blocks: int, bits: int):
+    """Packed uint8 zero points [N, blocks·bits/8] all at the centre (two 4-bit ones per byte), as MatMulNBits
+    and GatherBlockQuantized store them."""
+    centre = 1 << (bits - 1)
+    if bits == 4:
+        return numpy_helper.from_array(np.full((n, -(-blocks // 2)), centre | centre << 4, np.uint8), name)
+    return numpy_helper.from_array(np.full((n, blocks), centre, np.uint8), name)
+
+
+def _constant(graph, name: str, values) -> str:
+    """An initializer `name` holding `values` (added once)."""
+    if all(i.name != name for i in graph.initializer):
+        graph.initializer.append(numpy_helper.from_array(np.asarray(values), name))
+    return name
+
+
+def _block_sum(graph, x: str, blocks: int, block: int, position: int) -> str:
+    """Insert at `position` x · ones-per-block [K, K/block]: the sums of x over each block of its last dimension,
+    for x of any rank, in one MatMul whose small constant every layer shares (so it stays in cache)."""
+    indicator = np.repeat(np.eye(blocks, dtype=np.float32), block, axis=0)
+    ones = _constant(graph, f"block_sum.ones.{blocks}x{block}", indicator)
+    out = f"{x}/block_sum{block}"
+    graph.node.insert(position, helper.make_node("MatMul", [x, ones], [out], name=out))
+    return out
+
+
+def add_offsets_to_lookup(graph, position: int, offsets: str, blocks: int, block: int) -> None:
+    """After the lookup at `position` (GatherBlockQuantized rows [batch, sequence, K] of a lowered table), add
+    each row's block offsets, gathered by token from offsets [K/block, vocab] and spread over their blocks by
+    ones-per-block [K/block, K]; in place, the lookup's output name kept."""
+    lookup = graph.node[position]
+    rows = lookup.output[0]
+    lookup.output[0] = f"{rows}/centred"
+    spread = _constant(graph, f"block_sum.spread.{blocks}x{block}", np.repeat(np.eye(blocks, dtype=np.float32),
+                                                                               block, axis=1))
+    nodes = [
+        helper.make_node("Gather", [offsets, lookup.input[1]], [f"{rows}/offsets_t"], name=f"{rows}/gather_offsets",
+                         axis=1),
+        helper.make_node("Transpose", [f"{rows}/offsets_t"], [f"{rows}/offsets"], name=f"{rows}/offsets",
+                         perm=[1, 2, 0]),
+        helper.make_node("MatMul", [f"{rows}/offsets", spread], [f"{rows}/row_offsets"], name=f"{rows}/spread"),
+        helper.make_node("Add", [lookup.output[0], f"{rows}/row_offsets"], [rows], name=f"{rows}/add_offsets"),
+    ]
+    for node in reversed(nodes):
+        graph.node.insert(position + 1, node)
