@@ -50,6 +50,16 @@ def test_int4_self_draft_greedy_is_plain_greedy(tmp_path, export_dir):
     assert sum(s.accepted for s in stats) > 0
 
 
+def test_draft_and_target_stop_spinning_between_runs(export_dir):
+    """With a draft model, both ORT sessions' threads stop busy-waiting when a run returns (so the idle session
+    leaves the cores to the running one) but still spin within a run; the output stays plain greedy."""
+    target, draft = luodi.load(export_dir("tiny-llama")), luodi.load(export_dir("tiny-llama"))
+    _greedy_identical(target, [draft], max_new_tokens=8)
+    for lm in (target, draft):
+        options = lm.backend.session.get_session_options()
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 def test_packed_lm_head_view_speculates_identically(tmp_path, export_dir):
     """The speculation pipeline edit (docs/SPECULATIVE.md) on a tied model: the head reads views of the table's
     stored bytes, so the export is no bigger, and greedy output is plain greedy's."""
