@@ -74,11 +74,16 @@ def _constant(graph, name: str, values) -> str:
     return name
 
 
+def _ones_per_block(blocks: int, block: int) -> np.ndarray:
+    """[K, K/block] with a 1 where row k lies in block b: x · it sums x over each block; its transpose spreads
+    one value per block over the block's positions."""
+    return np.repeat(np.eye(blocks, dtype=np.float32), block, axis=0)
+
+
 def _block_sum(graph, x: str, blocks: int, block: int, position: int) -> str:
     """Insert at `position` x · ones-per-block [K, K/block]: the sums of x over each block of its last dimension,
     for x of any rank, in one MatMul whose small constant every layer shares (so it stays in cache)."""
-    indicator = np.repeat(np.eye(blocks, dtype=np.float32), block, axis=0)
-    ones = _constant(graph, f"block_sum.ones.{blocks}x{block}", indicator)
+    ones = _constant(graph, f"block_sum.ones.{blocks}x{block}", _ones_per_block(blocks, block))
     out = f"{x}/block_sum{block}"
     graph.node.insert(position, helper.make_node("MatMul", [x, ones], [out], name=out))
     return out
@@ -91,8 +96,7 @@ def add_offsets_to_lookup(graph, position: int, offsets: str, blocks: int, block
     lookup = graph.node[position]
     rows = lookup.output[0]
     lookup.output[0] = f"{rows}/centred"
-    spread = _constant(graph, f"block_sum.spread.{blocks}x{block}", np.repeat(np.eye(blocks, dtype=np.float32),
-                                                                               block, axis=1))
+    spread = _constant(graph, f"block_sum.spread.{blocks}x{block}", _ones_per_block(blocks, block).T.copy())
     nodes = [
         helper.make_node("Gather", [offsets, lookup.input[1]], [f"{rows}/offsets_t"], name=f"{rows}/gather_offsets",
                          axis=1),
