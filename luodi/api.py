@@ -15,6 +15,9 @@ from .runtimes.speculative import MAX_DRAFT_TOKENS, Speculation
 from .runtimes.streaming import IncrementalDecoder
 from .tokenizer import Tokenizer
 
+# beside a draft model, prompt lookup drafts only after matches of this many tokens: on SmolLM2's open-ended
+# prompts shorter matches were taken over the model's drafts and landed less often (docs/SPECULATIVE.md)
+MODEL_LOOKUP_MIN_NGRAM = 4
 DEFAULT_DRAFT_COST = 0.5  # a draft token's cost relative to a target step when either's weight bytes are unknown
 
 
@@ -61,23 +64,30 @@ class LanguageModel:
         return [int(t) for t in prompt]
 
     def speculation(self, speculate, draft_tokens: int | None = None) -> Speculation:
-        """A Speculation for generate's `speculate`: "lookup" (prompt lookup) or a draft LanguageModel sharing
-        this model's tokenizer (another export, e.g. this model's INT4 export drafting for its fp32 one)."""
-        if speculate == "lookup":
-            drafter = PromptLookup()
-        elif isinstance(speculate, LanguageModel):
-            differences = speculate.tokenizer.differences(self.tokenizer)
-            if speculate.eos_ids != self.eos_ids:
-                differences.append(f"EOS ids differ ({sorted(speculate.eos_ids)} vs {sorted(self.eos_ids)})")
-            if differences:
-                raise LuodiError("the draft model's tokenizer is not the target's: " + "; ".join(differences))
-            draft, target = speculate.backend.weight_bytes, self.backend.weight_bytes
-            self.backend.share_cpu()
-            speculate.backend.share_cpu()
-            drafter = ModelDrafter(speculate.backend, draft / target if draft and target else DEFAULT_DRAFT_COST)
-        else:
-            raise LuodiError(f"speculate must be 'lookup' or a draft model from luodi.load(), got {speculate!r}")
-        return Speculation(drafter, MAX_DRAFT_TOKENS if draft_tokens is None else draft_tokens)
+        """A Speculation for generate's `speculate`: "lookup" (prompt lookup), a draft LanguageModel sharing this
+        model's tokenizer (another export, e.g. this model's INT4 export drafting for its fp32 one), or both as
+        ("lookup", draft): the draft model, with prompt-lookup matches taken for free where they pay more."""
+        parts = list(speculate) if isinstance(speculate, (list, tuple)) else [speculate]
+        models = [p for p in parts if isinstance(p, LanguageModel)]
+        lookups = [p for p in parts if isinstance(p, str) and p == "lookup"]
+        if len(models) + len(lookups) != len(parts) or len(models) > 1 or len(lookups) > 1 or not parts:
+            raise LuodiError("speculate must be 'lookup', a draft model from luodi.load(), or ('lookup', draft "
+                             f"model), got {speculate!r}")
+        k = MAX_DRAFT_TOKENS if draft_tokens is None else draft_tokens
+        if not models:
+            return Speculation(PromptLookup(), k)
+        draft_lm = models[0]
+        differences = draft_lm.tokenizer.differences(self.tokenizer)
+        if draft_lm.eos_ids != self.eos_ids:
+            differences.append(f"EOS ids differ ({sorted(draft_lm.eos_ids)} vs {sorted(self.eos_ids)})")
+        if differences:
+            raise LuodiError("the draft model's tokenizer is not the target's: " + "; ".join(differences))
+        draft, target = draft_lm.backend.weight_bytes, self.backend.weight_bytes
+        self.backend.share_cpu()
+        draft_lm.backend.share_cpu()
+        drafter = ModelDrafter(draft_lm.backend, draft / target if draft and target else DEFAULT_DRAFT_COST,
+                               lookup=PromptLookup(min_ngram=MODEL_LOOKUP_MIN_NGRAM) if lookups else None)
+        return Speculation(drafter, k)
 
     def _run(self, prompts: list, config: GenerationConfig, speculation: Speculation | None = None):
         """Drive the decode loop; yields (row, text piece) as text becomes complete, returns the results.
@@ -119,7 +129,7 @@ class LanguageModel:
 
         Keyword arguments are GenerationConfig fields: max_new_tokens, do_sample, temperature, top_k, top_p,
         repetition_penalty, seed, stop_token_ids, stop_strings, ignore_eos. Greedy unless sampling is asked.
-        `speculate` ("lookup" or a draft model, see speculation()) drafts up to `draft_tokens` tokens per step
+        `speculate` ("lookup", a draft model, or both; see speculation()) drafts up to `draft_tokens` tokens per step
         (default 7, adapted to how often drafts land); the output is plain decoding's (greedy: identical ids;
         sampling: the same distribution). Speculation runs one prompt at a time.
         """

@@ -222,20 +222,25 @@ def _print_engine(info: dict, max_context: int) -> None:
 
 def _add_speculation(p) -> None:
     group = p.add_argument_group("speculative decoding (output identical to plain decoding)")
-    group.add_argument("--speculate", metavar="lookup|DRAFT_DIR",
-                       help="draft with prompt lookup, or with another export of the model (e.g. its int4 export)")
+    group.add_argument("--speculate", metavar="lookup|DRAFT_DIR|lookup,DRAFT_DIR",
+                       help="draft with prompt lookup, with another export of the model (e.g. its int4 export), or "
+                            "with both (the draft model, and lookup matches for free where they pay more)")
     group.add_argument("--draft-tokens", type=int, metavar="K",
                        help=f"most drafts verified per step, 1..{MAX_DRAFT_TOKENS} (default {MAX_DRAFT_TOKENS}; "
                             "adapted to how often drafts land)")
 
 
 def _speculate(args):
-    """generate's `speculate` value for --speculate: "lookup", or the draft export loaded like the target."""
+    """generate's `speculate` value for --speculate: "lookup", the draft export loaded like the target, or
+    ("lookup", that draft) for lookup,DRAFT_DIR."""
     import luodi
 
     if args.speculate in (None, "lookup"):
         return args.speculate
-    return luodi.load(args.speculate, threads=args.threads, device=getattr(args, "device", "CPU"))
+    with_lookup = args.speculate.startswith("lookup,")
+    path = args.speculate.removeprefix("lookup,") if with_lookup else args.speculate
+    draft = luodi.load(path, threads=args.threads, device=getattr(args, "device", "CPU"))
+    return ("lookup", draft) if with_lookup else draft
 
 
 def _sampling_kwargs(args) -> dict:

@@ -44,6 +44,17 @@ def _check_counts(folder):
     assert manifest["kv_cache"] == ("shared_buffer" if passes["inplace_kv_cache"] else "concat")
     graph = manifest["graph"]
     assert graph["nodes"] * 2 <= graph["nodes_before_passes"]
+    assert not _unread_outputs(folder / "model.onnx")
+
+
+def _unread_outputs(path) -> list[str]:
+    """Named outputs of the saved graph's nodes that no node and no graph output reads (ONNX Runtime computes
+    and allocates every named output)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    return [f"{node.op_type}:{name}" for node in graph.node for name in node.output if name and name not in read]
 
 
 @pytest.mark.parametrize("target", ["ort", "trt"])

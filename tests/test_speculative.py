@@ -46,7 +46,8 @@ def test_int4_self_draft_greedy_is_plain_greedy(tmp_path, export_dir):
 
     int4 = export_model("tiny-llama", out=tmp_path / "int4", precision="int4", progress=False)
     target = luodi.load(export_dir("tiny-llama"))
-    stats = _greedy_identical(target, [luodi.load(int4)], max_new_tokens=24)
+    draft = luodi.load(int4)
+    stats = _greedy_identical(target, [draft, ("lookup", draft)], max_new_tokens=24)
     assert sum(s.accepted for s in stats) > 0
 
 
@@ -132,7 +133,7 @@ class _Oracle:
     def start(self, capacity: int) -> None:
         """Nothing per generation."""
 
-    def propose(self, context, k, select) -> Draft:
+    def look(self, context, k) -> Draft:
         self.calls += 1
         draft = self.tokens[len(context):len(context) + k]
         if draft and self.calls % 2:
@@ -214,15 +215,17 @@ def _softmax(x):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-@pytest.mark.parametrize("drafter", ["model", "lookup"])
+@pytest.mark.parametrize("drafter", ["model", "lookup", "both"])
 def test_speculative_sampling_keeps_the_distribution(drafter):
     rng = np.random.default_rng(0)
     vocab, runs = 3, 6000
     target = Bigram(rng.normal(0, 1.5, (vocab, vocab)))
     prompt = [0, 1, 2, 0, 1, 2, 0]  # lookup proposes 1, 2, ... after it
-    make = (lambda: PromptLookup()) if drafter == "lookup" else (
-        lambda: ModelDrafter(Bigram(rng.normal(0, 1.5, (vocab, vocab))), cost=0.2))
-    draft_model = make()
+    if drafter == "lookup":
+        draft_model = PromptLookup()
+    else:  # with both, a step's drafts come from lookup (a point mass) or the model (its distribution)
+        draft_model = ModelDrafter(Bigram(rng.normal(0, 1.5, (vocab, vocab))), cost=0.2,
+                                   lookup=PromptLookup() if drafter == "both" else None)
     counts = np.zeros((vocab,) * 4)
     drafted = accepted = 0
     for seed in range(runs):
@@ -264,8 +267,18 @@ def test_each_kind_of_draft_keeps_its_own_rate():
     assert length.rate(3) > 0.9 and length.rate(1) < 0.1
     assert length.next(room=100, kind=3) == 7 and length.next(room=100, kind=1) == 0
     lookup = PromptLookup()
-    assert lookup.propose([1, 2, 3, 4, 9, 2, 3, 4], 3, None) == Draft([9, 2, 3], kind=3)  # "2 3 4" matched
-    assert lookup.propose([1, 2, 3, 4, 9, 4], 2, None) == Draft([9, 4], kind=1)  # only "4" matched
+    assert lookup.look([1, 2, 3, 4, 9, 2, 3, 4], 3) == Draft([9, 2, 3], kind=3)  # "2 3 4" matched
+    assert lookup.look([1, 2, 3, 4, 9, 4], 2) == Draft([9, 4], kind=1)  # only "4" matched
+
+
+def test_free_lookup_drafts_are_taken_where_they_pay_more_than_the_model():
+    length = DraftLength(max_tokens=7, draft_cost=0.4)
+    for _ in range(20):  # the model's drafts land 80% of the time; long lookup matches always, one-token never
+        length.update(drafted=5, accepted=4)
+        length.update(drafted=7, accepted=7, kind=3)
+        length.update(drafted=3, accepted=0, kind=1)
+    assert length.free_pays_more(3) and not length.free_pays_more(1)
+    assert length.next(room=100, kind=3, free=True) == 7
 
 
 def test_draft_length_weighs_measured_step_times():
@@ -290,8 +303,9 @@ def test_bad_speculation_input(export_dir):
             lm.generate("hi", speculate="lookup", draft_tokens=k)
     with pytest.raises(LuodiError, match="one prompt at a time"):
         lm.generate(["hi", "there"], speculate="lookup")
-    with pytest.raises(LuodiError, match="speculate must be"):
-        lm.generate("hi", speculate="ngram")
+    for bad in ("ngram", ("lookup", "lookup"), ()):
+        with pytest.raises(LuodiError, match="speculate must be"):
+            lm.generate("hi", speculate=bad)
     with pytest.raises(LuodiError, match="tokenizer is not the target's"):
         lm.generate("hi", speculate=luodi.load(export_dir("tiny-gpt2")))
 

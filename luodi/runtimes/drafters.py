@@ -1,6 +1,7 @@
 """Drafters for speculative decoding: prompt lookup (no model) and a draft model (any luodi export, or the INT4
-export of the target itself). A drafter proposes up to k tokens after a context; `cost` is one draft token's
-cost relative to one step of the target, which the adaptive draft length weighs against the acceptance rate."""
+export of the target itself). A drafter's `look` offers free drafts (prompt lookup's; none from a model alone)
+and `propose` has a model draft up to k tokens after a context; `cost` is one model draft token's cost relative
+to one step of the target (0: no model), which the adaptive draft length weighs against the acceptance rate."""
 
 import time
 
@@ -33,7 +34,7 @@ class PromptLookup:
     def start(self, capacity: int) -> None:
         """Nothing to set up per generation."""
 
-    def propose(self, context: list[int], k: int, select) -> Draft:
+    def look(self, context: list[int], k: int) -> Draft:
         """Up to k tokens continuing the latest earlier occurrence of the context's longest matching suffix."""
         tokens = np.asarray(context)
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
@@ -50,11 +51,16 @@ class ModelDrafter:
     """Drafts with another export of a model sharing the target's tokenizer: k plain steps on its own backend and
     KV cache, which is rolled back to the tokens the target kept before the next proposal. Sampled drafts are
     drawn from the draft model's distribution under the same sampling settings, and that distribution is kept
-    for the acceptance test."""
+    for the acceptance test. With `lookup`, a prompt-lookup match is drafted instead, for free, when its kind's
+    acceptance is expected to pay more than the model's drafts (the decode loop decides)."""
 
-    def __init__(self, backend, cost: float):
-        self.backend, self.cost = backend, cost
+    def __init__(self, backend, cost: float, lookup: PromptLookup | None = None):
+        self.backend, self.cost, self.lookup = backend, cost, lookup
         self.state, self.fed = None, []
+
+    def look(self, context: list[int], k: int) -> Draft:
+        """A free prompt-lookup draft, when lookup is on."""
+        return self.lookup.look(context, k) if self.lookup else Draft([])
 
     def check(self, target) -> None:
         """The draft must cover the target's context and vocabulary."""

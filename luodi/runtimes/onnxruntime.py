@@ -85,6 +85,9 @@ class OrtBackend(Backend):
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
         past_type = next(i.type for i in self.session.get_inputs() if i.name == self.past_names[0])
         self._kv_dtype = np.float16 if past_type == "tensor(float16)" else np.float32  # fp16 graphs (trt target)
+        logits = self.session.get_outputs()[0]
+        self._logits_dtype = np.float16 if logits.type == "tensor(float16)" else np.float32
+        self._logits_width = logits.shape[-1] if isinstance(logits.shape[-1], int) else self.vocab_size
 
     def _open_session(self):
         path, threads, providers = self._session_args
@@ -134,7 +137,8 @@ class OrtBackend(Backend):
                 binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
             binding.bind_output(name, "cpu")
-        outputs = self._run(binding)
+        self._run(binding)
+        outputs = binding.get_outputs()
         state.cache = outputs[1:]
         state.past_length += input_ids.shape[1]
         return outputs[0].numpy().astype(np.float32, copy=False)
@@ -178,9 +182,7 @@ class OrtBackend(Backend):
         return self._run_shared(binding, ids, mask, positions)[0]
 
     def _bind_buffers(self, binding, buffers: list[np.ndarray]):
-        """Bind each KV buffer as its layer's past and present, and the logits output first (get_outputs()
-        keeps binding order)."""
-        binding.bind_output(self.output_names[0], "cpu")
+        """Bind each KV buffer as its layer's past and present (each step binds its own logits array)."""
         for past, present, buffer in zip(self.past_names, self.present_names, buffers):
             value = self._ort.OrtValue.ortvalue_from_numpy(buffer)
             binding.bind_ortvalue_input(past, value)
@@ -188,9 +190,15 @@ class OrtBackend(Backend):
         return binding
 
     def _run_shared(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
+        """Run a step on bound KV buffers. The logits are written into a fresh array bound as the output:
+        reading them back with get_outputs() wraps every present as well, 0.2 ms of a 6 ms INT4 step."""
         self._bind_inputs(input_ids, attention_mask, position_ids, binding)
-        binding.bind_output(self.output_names[0], "cpu")
-        return self._run(binding)[0].numpy().astype(np.float32, copy=False)
+        batch, seq = input_ids.shape
+        logits = np.empty((batch, self.kept_rows(seq), self._logits_width), self._logits_dtype)
+        binding.bind_output(self.output_names[0], "cpu", element_type=logits.dtype, shape=logits.shape,
+                            buffer_ptr=logits.ctypes.data)
+        self._run(binding)
+        return logits.astype(np.float32, copy=False)
 
     def _bind_inputs(self, input_ids, attention_mask, position_ids, binding=None):
         binding = binding or self.session.io_binding()
@@ -199,12 +207,11 @@ class OrtBackend(Backend):
         binding.bind_cpu_input("position_ids", position_ids)
         return binding
 
-    def _run(self, binding) -> list:
+    def _run(self, binding) -> None:
         try:
             self.session.run_with_iobinding(binding)
         except Exception as e:  # ORT raises its own types; turn them into one clear line
             raise LuodiError(f"ONNX Runtime failed to run the model: {str(e).splitlines()[0][:300]}") from None
-        return binding.get_outputs()
 
 
 def _front_pad(logits: np.ndarray, rows: int) -> np.ndarray:

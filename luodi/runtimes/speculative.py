@@ -11,6 +11,7 @@ running acceptance rate and the measured cost of drafting and verifying, and dro
 occasional probe) when drafts do not pay.
 """
 
+import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class Draft:
     """Proposed tokens and, for sampled drafts, the distribution each was drawn from ([k, vocab]); None means
     each token was proposed with certainty (q is a point mass), as prompt lookup's are. `timing` (forwards,
     seconds): what a draft model's steady one-token steps took, leaving out catching up on the context (None:
-    time the whole proposal). `kind` sorts drafts whose acceptance differs (prompt lookup: the matched n-gram's
+    a free draft, not timed). `kind` sorts drafts whose acceptance differs (prompt lookup: the matched n-gram's
     length), so the draft length is chosen from the acceptance of drafts of the same kind."""
 
     tokens: list[int]
@@ -79,12 +80,23 @@ class DraftLength:
         hits, trials = self._counts(kind)
         return min(hits / trials, 0.999)
 
-    def next(self, room: int, kind: int | None = None) -> int:
+    def _best(self, kind: int | None, free: bool) -> tuple[int, float]:
+        """(the draft length expected to give the most tokens per unit of step cost, that rate) for drafts of
+        this kind; `free` drafts (prompt lookup's) cost only their verification."""
+        rate = self.rate(kind)
+        gains = [(1 - rate ** (k + 1)) / (1 - rate) / self.cost(k, free) for k in range(self.max_tokens + 1)]
+        k = int(np.argmax(gains))
+        return k, gains[k]
+
+    def free_pays_more(self, kind: int) -> bool:
+        """Whether a free draft of this kind is expected to give more tokens per unit of cost than the draft
+        model's drafts."""
+        return self._best(kind, free=True)[1] >= self._best(None, free=False)[1]
+
+    def next(self, room: int, kind: int | None = None, free: bool = False) -> int:
         """The draft length for the next step, at most `room` (what the budget and the cache leave), for a draft
         of this kind."""
-        rate = self.rate(kind)
-        gains = [(1 - rate ** (k + 1)) / (1 - rate) / self.cost(k) for k in range(self.max_tokens + 1)]
-        k = int(np.argmax(gains))
+        k = self._best(kind, free)[0]
         if k > 0:
             self.probe_every = PROBE_EVERY
         else:
@@ -93,18 +105,22 @@ class DraftLength:
                 self.idle, k, self.probe_every = 0, 1, min(2 * self.probe_every, MAX_PROBE_EVERY)
         return max(0, min(k, room))
 
-    def cost(self, k: int) -> float:
-        """A step drafting k tokens, in plain one-token steps (medians of the measured times)."""
+    def cost(self, k: int, free: bool = False) -> float:
+        """A step drafting k tokens, in plain one-token steps (medians of the measured times); a free draft's
+        step is its verification only."""
+        draft_cost = 0.0 if free else self.draft_cost
         one = self._median(self.step_s.get(1)) if self.timed else None
         if one is None:
-            return 1 + k * (self.draft_cost + VERIFY_COST)
+            return 1 + k * (draft_cost + VERIFY_COST)
         verify = self._median(self.step_s.get(k + 1)) or one * (1 + k * VERIFY_COST)
-        draft = self._median(self.draft_s) or self.draft_cost * one
+        draft = 0.0 if free else self._median(self.draft_s) or draft_cost * one
         return (verify + k * draft) / one
 
     @staticmethod
     def _median(times) -> float | None:
-        return float(np.median(times)) if times else None
+        """The median of a few times (pure Python: np.median took 30 us, and choosing a draft length takes
+        up to 24 medians)."""
+        return statistics.median(times) if times else None
 
     def update(self, drafted: int, accepted: int, kind: int | None = None) -> None:
         """Count a verified step: `accepted` of `drafted` tokens of this kind kept (a shortfall is one rejection)."""
@@ -188,20 +204,13 @@ class Speculation:
         first = True
         while not loop.done:
             room = min(self.max_tokens, loop.budget - len(loop.tokens[0]) - 1)
-            started = time.perf_counter()
             draft = Draft([])
             if first:  # the first step is a plain one: the unit the measured costs are expressed in
                 first = False
-            elif self.drafter.cost == 0 and room > 0:  # a free look first, then a length for drafts of its kind
-                draft = self.drafter.propose(context, room, select)
-                if draft.tokens:
-                    draft.tokens = draft.tokens[:length.next(room, draft.kind)]
-            elif k := length.next(room):
-                draft = self.drafter.propose(context, k, select)
-            if draft.tokens:
-                forwards, seconds = draft.timing or (len(draft.tokens), time.perf_counter() - started)
-                if forwards:
-                    length.time_draft(forwards, seconds)
+            elif room > 0:
+                draft = self._draft(context, room, select, length)
+            if draft.timing and draft.timing[0]:
+                length.time_draft(*draft.timing)
             step = [pending] + draft.tokens
             past = state.past_length
             started = time.perf_counter()
@@ -220,3 +229,15 @@ class Speculation:
             loop.emit(0, new)
             loop.record()
             yield
+
+    def _draft(self, context: list[int], room: int, select, length: DraftLength) -> Draft:
+        """This step's drafts: a free look first (prompt lookup), cut to the length its kind's acceptance pays
+        for; the draft model's instead when it has one and its drafts are expected to pay more."""
+        has_model = self.drafter.cost > 0
+        draft = self.drafter.look(context, room)
+        if draft.tokens and (not has_model or length.free_pays_more(draft.kind)):
+            draft.tokens = draft.tokens[:length.next(room, draft.kind, free=True)]
+            return draft
+        if has_model and (k := length.next(room)):
+            return self.drafter.propose(context, k, select)
+        return Draft([])
