@@ -108,12 +108,11 @@ class DraftLength:
     def cost(self, k: int, free: bool = False) -> float:
         """A step drafting k tokens, in plain one-token steps (medians of the measured times); a free draft's
         step is its verification only."""
-        draft_cost = 0.0 if free else self.draft_cost
         one = self._median(self.step_s.get(1)) if self.timed else None
         if one is None:
-            return 1 + k * (draft_cost + VERIFY_COST)
+            return 1 + k * ((0.0 if free else self.draft_cost) + VERIFY_COST)
         verify = self._median(self.step_s.get(k + 1)) or one * (1 + k * VERIFY_COST)
-        draft = 0.0 if free else self._median(self.draft_s) or draft_cost * one
+        draft = 0.0 if free else (self._median(self.draft_s) or self.draft_cost * one)
         return (verify + k * draft) / one
 
     @staticmethod
