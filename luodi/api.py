@@ -74,8 +74,9 @@ class LanguageModel:
             raise LuodiError("speculate must be 'lookup', a draft model from luodi.load(), or ('lookup', draft "
                              f"model), got {speculate!r}")
         k = MAX_DRAFT_TOKENS if draft_tokens is None else draft_tokens
+        classes = self.tokenizer.word_classes
         if not models:
-            return Speculation(PromptLookup(), k)
+            return Speculation(PromptLookup(classes=classes), k)
         draft_lm = models[0]
         differences = draft_lm.tokenizer.differences(self.tokenizer)
         if draft_lm.eos_ids != self.eos_ids:
@@ -85,8 +86,8 @@ class LanguageModel:
         draft, target = draft_lm.backend.weight_bytes, self.backend.weight_bytes
         self.backend.share_cpu()
         draft_lm.backend.share_cpu()
-        drafter = ModelDrafter(draft_lm.backend, draft / target if draft and target else DEFAULT_DRAFT_COST,
-                               lookup=PromptLookup(min_ngram=MODEL_LOOKUP_MIN_NGRAM) if lookups else None)
+        lookup = PromptLookup(min_ngram=MODEL_LOOKUP_MIN_NGRAM, classes=classes) if lookups else None
+        drafter = ModelDrafter(draft_lm.backend, draft / target if draft and target else DEFAULT_DRAFT_COST, lookup)
         return Speculation(drafter, k)
 
     def _run(self, prompts: list, config: GenerationConfig, speculation: Speculation | None = None):

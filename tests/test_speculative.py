@@ -51,6 +51,24 @@ def test_int4_self_draft_greedy_is_plain_greedy(tmp_path, export_dir):
     assert sum(s.accepted for s in stats) > 0
 
 
+def test_draft_model_steps_on_the_targets_kv_cache(export_dir):
+    """Two ORT exports with the same in-place buffers: the draft attends over the target's cache, so it never
+    prefills the prompt nor catches up on accepted tokens (each of its steps is one token, starting where the
+    target's cache ends), and greedy output is still plain greedy's."""
+    target, draft = luodi.load(export_dir("tiny-llama")), luodi.load(export_dir("tiny-llama"))
+    assert draft.backend.shares_cache_with(target.backend)
+    steps, forward = [], draft.backend.forward_window
+
+    def spy(state, input_ids, attention_mask, position_ids):
+        steps.append((input_ids.shape[1], int(position_ids[0, 0]), state.past_length))
+        return forward(state, input_ids, attention_mask, position_ids)
+
+    draft.backend.forward_window = spy
+    stats = _greedy_identical(target, [draft], max_new_tokens=24)
+    assert sum(s.accepted for s in stats) > 0 and steps
+    assert all(n == 1 and position == past for n, position, past in steps)
+
+
 def test_draft_and_target_stop_spinning_between_runs(export_dir):
     """With a draft model, both ORT sessions' threads stop busy-waiting when a run returns (so the idle session
     leaves the cores to the running one) but still spin within a run; the output stays plain greedy."""
@@ -94,8 +112,18 @@ def test_every_backend_speculates_identically(kind, tmp_path, export_dir):
     else:
         target = luodi.load("tiny-llama", backend="torch")
     draft = luodi.load(export_dir("tiny-llama"))  # a draft model on another backend than the target
+    assert not draft.backend.shares_cache_with(target.backend)  # so it keeps a cache of its own
     stats = _greedy_identical(target, ["lookup", draft], max_new_tokens=24)
     assert sum(s.accepted for s in stats) > 0
+
+
+def _decode(backend, prompt: list[int], speculation=None, max_new_tokens: int = 24) -> DecodeLoop:
+    """A greedy decode loop over token ids, run to the end."""
+    loop = DecodeLoop(backend, [prompt], GenerationConfig(max_new_tokens=max_new_tokens), eos_ids=set(), pad_id=0,
+                      speculation=speculation)
+    for _ in loop:
+        pass
+    return loop
 
 
 def test_tensorrt_engine_speculates_identically(export_dir):
@@ -104,16 +132,8 @@ def test_tensorrt_engine_speculates_identically(export_dir):
 
     backend, engine = stand_in(export_dir("tiny-llama", "trt"))
     prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
-
-    def run(speculation):
-        loop = DecodeLoop(backend, [prompt], GenerationConfig(max_new_tokens=24), eos_ids=set(), pad_id=0,
-                          speculation=speculation)
-        for _ in loop:
-            pass
-        return loop
-
-    plain = run(None)
-    spec = run(Speculation(_Oracle(prompt + plain.tokens[0], backend.vocab_size)))
+    plain = _decode(backend, prompt)
+    spec = _decode(backend, prompt, Speculation(_Oracle(prompt + plain.tokens[0], backend.vocab_size)))
     assert spec.tokens == plain.tokens and 0 < spec.stats.accepted < spec.stats.drafted
     assert spec.stats.target_forwards < plain.stats.target_forwards
 
@@ -130,7 +150,7 @@ class _Oracle:
     def check(self, target) -> None:
         """Any target."""
 
-    def start(self, capacity: int) -> None:
+    def start(self, capacity: int, target_state) -> None:
         """Nothing per generation."""
 
     def look(self, context, k) -> Draft:
@@ -139,6 +159,39 @@ class _Oracle:
         if draft and self.calls % 2:
             draft[-1] = (draft[-1] + 1) % self.vocab_size
         return Draft(draft)
+
+
+class _ModelOracle(_Oracle):
+    """The oracle's drafts as a draft model's: not free."""
+
+    cost = 0.3
+
+    def look(self, context, k) -> Draft:
+        return Draft([])
+
+    def propose(self, context, k, select) -> Draft:
+        return _Oracle.look(self, context, k)
+
+
+@pytest.mark.parametrize("oracle, plain_steps", [(_Oracle, 0), (_ModelOracle, 1)])
+def test_free_drafts_from_the_first_step_a_model_after_a_plain_one(oracle, plain_steps, monkeypatch, export_dir):
+    """A free draft rides on the first decode step; a draft model's first draft waits for one plain step, the
+    unit its measured costs are relative to."""
+    from luodi.runtimes import speculative
+
+    drafted, verify = [], speculative.verify
+
+    def spy(logits, draft, select, context):
+        drafted.append(len(draft.tokens))
+        return verify(logits, draft, select, context)
+
+    monkeypatch.setattr(speculative, "verify", spy)
+    backend = luodi.load(export_dir("tiny-llama")).backend
+    prompt = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
+    plain = _decode(backend, prompt)
+    spec = _decode(backend, prompt, Speculation(oracle(prompt + plain.tokens[0], backend.vocab_size)))
+    assert spec.tokens == plain.tokens
+    assert drafted[:plain_steps] == [0] * plain_steps and drafted[plain_steps] > 0
 
 
 def test_stops_and_budgets_inside_accepted_drafts(export_dir):
@@ -269,6 +322,11 @@ def test_each_kind_of_draft_keeps_its_own_rate():
     lookup = PromptLookup()
     assert lookup.look([1, 2, 3, 4, 9, 2, 3, 4], 3) == Draft([9, 2, 3], kind=3)  # "2 3 4" matched
     assert lookup.look([1, 2, 3, 4, 9, 4], 2) == Draft([9, 4], kind=1)  # only "4" matched
+    classes = np.arange(20)
+    classes[14] = 4  # 14 is 4 after a space (Tokenizer.word_classes)
+    spaced = PromptLookup(classes=classes)
+    assert spaced.look([1, 14, 9, 5, 4], 2) == Draft([9, 5], kind=1) and lookup.look([1, 14, 9, 5, 4], 2) == Draft([])
+    assert spaced.look([30, 2, 30], 1) == Draft([2], kind=1)  # ids beyond the tokenizer's classes are their own
 
 
 def test_free_lookup_drafts_are_taken_where_they_pay_more_than_the_model():

@@ -39,3 +39,13 @@ def test_streaming_never_splits_a_character(name, export_dir):
     pieces = [dec.push(t) for t in ids] + [dec.flush()]
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
+
+
+def test_word_classes_join_a_word_with_and_without_its_leading_space(export_dir):
+    """What prompt lookup matches on: "Ġx" (x after a space) is x's class; a token without a bare twin is its own."""
+    tok = Tokenizer(export_dir("tiny-llama"))
+    classes, vocab = tok.word_classes, tok.vocab
+    pairs = [(token, vocab[text[1:]]) for text, token in vocab.items() if text[:1] == "Ġ" and text[1:] in vocab]
+    assert pairs and all(classes[token] == bare for token, bare in pairs)
+    alone = [token for text, token in vocab.items() if text[:1] != "Ġ"]
+    assert all(classes[token] == token for token in alone)

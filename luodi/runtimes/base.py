@@ -59,6 +59,15 @@ class Backend(ABC):
         """Run one step and return the last position's logits [batch, vocab]: what picks the next token."""
         return self.forward_window(state, input_ids, attention_mask, position_ids)[:, -1, :]
 
+    def shares_cache_with(self, owner: "Backend") -> bool:
+        """Whether this backend can step over a KV cache state `owner` made (view_state). None can by default."""
+        return False
+
+    def view_state(self, state: KVState) -> KVState:
+        """A state of this backend over the cache of another backend's `state` (see shares_cache_with): a draft
+        model stepping on its target's cache, whose positions it writes the target overwrites when verifying."""
+        raise LuodiError(f"the {self.name} backend cannot step over another model's KV cache")
+
     def share_cpu(self) -> None:
         """Prepare to take turns with another model on the same cores (a draft model's steps run between this
         one's): a backend whose threads busy-wait between runs stops doing so. Nothing to do by default."""

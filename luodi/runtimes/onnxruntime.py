@@ -119,6 +119,16 @@ class OrtBackend(Backend):
                                           for _ in self.past_names])
         return state
 
+    def shares_cache_with(self, owner: Backend) -> bool:
+        """Another ORT export with the same in-place KV buffers (layers, heads, head size, dtype)."""
+        return (isinstance(owner, OrtBackend) and self.kv_cache == owner.kv_cache == "shared_buffer"
+                and self.past_names == owner.past_names and self._kv_shape == owner._kv_shape
+                and self._kv_dtype == owner._kv_dtype)
+
+    def view_state(self, state: KVState) -> KVState:
+        """The same KV buffers, bound to this session on its first step."""
+        return KVState(state.batch, state.capacity, state.past_length, _SharedBuffers(state.cache.buffers))
+
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
         input_ids, attention_mask, position_ids = (np.ascontiguousarray(a, dtype=np.int64)
                                                    for a in (input_ids, attention_mask, position_ids))

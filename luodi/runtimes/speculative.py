@@ -75,6 +75,11 @@ class DraftLength:
         prior = KIND_PRIORS.get(kind, PRIOR_ACCEPTANCE) * PRIOR_WEIGHT
         return self.hits.get(kind, prior), self.trials.get(kind, PRIOR_WEIGHT)
 
+    @property
+    def has_unit(self) -> bool:
+        """Whether a plain one-token step has been timed (or timing is off): what measured costs are relative to."""
+        return not self.timed or 1 in self.step_s
+
     def rate(self, kind: int | None = None) -> float:
         """The running per-token acceptance rate of drafts of this kind."""
         hits, trials = self._counts(kind)
@@ -189,7 +194,7 @@ class Speculation:
         select = TokenSelector(loop.config)
         capacity = len(prompt) + loop.budget
         state = backend.new_state(1, capacity)
-        self.drafter.start(capacity)
+        self.drafter.start(capacity, state)
         # measured costs pick the draft length, except where a seed must give the same samples every run
         timed = not (loop.config.sampling and loop.config.seed is not None)
         length = DraftLength(self.max_tokens, self.drafter.cost, timed=timed)
@@ -200,14 +205,9 @@ class Speculation:
         loop.emit(0, [pending])
         loop.record()
         yield
-        first = True
         while not loop.done:
             room = min(self.max_tokens, loop.budget - len(loop.tokens[0]) - 1)
-            draft = Draft([])
-            if first:  # the first step is a plain one: the unit the measured costs are expressed in
-                first = False
-            elif room > 0:
-                draft = self._draft(context, room, select, length)
+            draft = self._draft(context, room, select, length) if room > 0 else Draft([])
             if draft.timing and draft.timing[0]:
                 length.time_draft(*draft.timing)
             step = [pending] + draft.tokens
@@ -231,12 +231,14 @@ class Speculation:
 
     def _draft(self, context: list[int], room: int, select, length: DraftLength) -> Draft:
         """This step's drafts: a free look first (prompt lookup), cut to the length its kind's acceptance pays
-        for; the draft model's instead when it has one and its drafts are expected to pay more."""
+        for; the draft model's instead when it has one and its drafts are expected to pay more. The draft model
+        waits for a plain step to be timed (the first step without a free draft), the unit its measured costs
+        are expressed in."""
         has_model = self.drafter.cost > 0
         draft = self.drafter.look(context, room)
         if draft.tokens and (not has_model or length.free_pays_more(draft.kind)):
             draft.tokens = draft.tokens[:length.next(room, draft.kind, free=True)]
             return draft
-        if has_model and (k := length.next(room)):
+        if has_model and length.has_unit and (k := length.next(room)):
             return self.drafter.propose(context, k, select)
         return Draft([])
