@@ -71,7 +71,8 @@ class ModelDrafter:
 
     def __init__(self, backend, cost: float, lookup: PromptLookup | None = None):
         self.backend, self.cost, self.lookup = backend, cost, lookup
-        self.state, self.fed, self.shares_cache = None, [], False
+        self.state, self.shares_cache = None, False
+        self.fed = []  # the tokens in a cache of the draft's own
 
     def look(self, context: list[int], k: int) -> Draft:
         """A free prompt-lookup draft, when lookup is on."""
@@ -113,7 +114,8 @@ class ModelDrafter:
                                           np.arange(past, past + len(feed))[None])
             if len(feed) == 1:
                 steady, seconds = steady + 1, seconds + time.perf_counter() - started
-            self.fed += feed
+            if not self.shares_cache:
+                self.fed += feed
             seen = select.seen(context + tokens)
             if config.sampling:
                 probs.append(select.probabilities(logits, seen)[0])
