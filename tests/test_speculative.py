@@ -67,6 +67,12 @@ def test_draft_model_steps_on_the_targets_kv_cache(export_dir):
     stats = _greedy_identical(target, [draft], max_new_tokens=24)
     assert sum(s.accepted for s in stats) > 0 and steps
     assert all(n == 1 and position == past for n, position, past in steps)
+    drafter = ModelDrafter(draft.backend, 0.5)
+    drafter.check(target.backend)
+    assert drafter.shares_cache
+    draft.backend.source = "another checkpoint"  # the same cache's shape, other weights: a cache of its own
+    drafter.check(target.backend)
+    assert not drafter.shares_cache
 
 
 def test_draft_and_target_stop_spinning_between_runs(export_dir):

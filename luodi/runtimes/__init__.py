@@ -32,5 +32,6 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
         # exports before the logits window kept the last position only ("logits": "last")
         backend.logits_window = manifest.get("logits_window", 1 if manifest.get("logits") == "last" else None)
         backend.weight_bytes = manifest.get("memory", {}).get("weight_bytes")
+        backend.source = manifest.get("source", {}).get("sha256")
         return backend
     raise LuodiError(f"backend {kind!r} is not available; this build supports: {', '.join(BACKENDS)}, torch")

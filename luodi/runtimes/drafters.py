@@ -58,7 +58,7 @@ class PromptLookup:
 class ModelDrafter:
     """Drafts with another export of a model sharing the target's tokenizer: k plain steps on its own backend.
 
-    Where the draft's backend can step over the target's KV cache (two ONNX Runtime exports of one architecture
+    Where the draft's backend can step over the target's KV cache (two ONNX Runtime exports of one checkpoint
     with in-place buffers: the INT4 export drafting for the fp32 one), it does: each proposal starts at the
     target's cached length, attends over the target's own keys and values, and writes its drafts' positions,
     which the target's verifying step then overwrites. No second cache, no prefill of the prompt and no catching
@@ -86,7 +86,9 @@ class ModelDrafter:
         if self.backend.vocab_size != target.vocab_size:
             raise LuodiError(f"the draft model's vocabulary has {self.backend.vocab_size} entries; the target's has "
                              f"{target.vocab_size}")
-        self.shares_cache = self.backend.shares_cache_with(target)
+        # the target's keys and values stand in for the draft's own only when both come from one checkpoint
+        self.shares_cache = (self.backend.source is not None and self.backend.source == target.source
+                             and self.backend.shares_cache_with(target))
 
     def start(self, capacity: int, target_state) -> None:
         """The generation's cache: a view of the target's, or a fresh one of the draft's own."""
