@@ -8,10 +8,14 @@ Usage: scripts/step_time_ab.py MODEL.onnx[:noposition] ... [--rounds 2] [--threa
 """
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from luodi.runtimes.embedding_table import EMBEDS_INPUT, EmbeddingTable
 
 
 def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positions: int, steps: int = 60) -> float:
@@ -21,6 +25,10 @@ def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positio
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     pasts = [i for i in session.get_inputs() if i.name.startswith("past")]
+    embed = None  # a graph that takes the token rows (embedding_input) gets them as luodi's runtime reads them
+    if any(i.name == EMBEDS_INPUT for i in session.get_inputs()):
+        folder = Path(path).parent
+        embed = EmbeddingTable(folder, json.loads((folder / "manifest.json").read_text())["embedding_table"])
     prompt = 37
     capacity = prompt + positions * (steps + 1)
     shapes = [(1, p.shape[1], capacity, p.shape[3] if isinstance(p.shape[3], int) else head_dim) for p in pasts]
@@ -30,7 +38,10 @@ def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positio
         ids = np.arange(10, 10 + prompt, dtype=np.int64)[None] if step == 0 else np.full((1, positions), 100)
         total += ids.shape[1]
         binding = session.io_binding()
-        binding.bind_cpu_input("input_ids", ids)
+        if embed is None:
+            binding.bind_cpu_input("input_ids", ids)
+        else:
+            binding.bind_cpu_input(EMBEDS_INPUT, embed(ids))
         binding.bind_cpu_input("attention_mask", np.ones((1, total), np.int64))
         if has_positions:
             binding.bind_cpu_input("position_ids", np.arange(total - ids.shape[1], total, dtype=np.int64)[None])

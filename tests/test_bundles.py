@@ -63,7 +63,7 @@ def test_tar_bundle_runs_like_the_export_and_unpacks_read_only_once(tiny_bundle,
     assert list(members)[0] == "manifest.json" and "README.md" in members
     assert set(members) - {"manifest.json"} == set(manifest["files"])
     assert manifest["requires"]["onnxruntime"] and manifest["requires"]["luodi"] == luodi.__version__
-    assert manifest["memory"]["kv_bytes_at_max_context"] > 0 and manifest["io"]["inputs"][0] == "input_ids"
+    assert manifest["memory"]["kv_bytes_at_max_context"] > 0 and manifest["io"]["inputs"][0] == "inputs_embeds"
     assert b"luodi verify tiny-llama-ort.tar" in members["README.md"]
 
     lm = luodi.load(tar, cache_dir=tmp_path)

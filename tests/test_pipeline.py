@@ -15,8 +15,9 @@ from luodi.passes import resolve_pipeline
 def _expected(spec: dict) -> dict:
     layers, family = spec["num_layers"], spec["family"]
     full_rotary = spec["rotary_dim"] == spec["head_dim"]
-    common = {"embedding_gather": int(spec["tie_word_embeddings"]), "fuse_attention": layers, "last_token_logits": 1,
-              "lm_head_unpacked": 1}
+    tied = int(spec["tie_word_embeddings"])
+    common = {"embedding_gather": tied, "fuse_attention": layers, "last_token_logits": 1, "embedding_rows": tied,
+              "lm_head_view": tied, "embedding_input": 1}
     if family == "gpt2":
         return {**common, "fuse_rms_norm": 0, "fuse_skip_norm": 2 * layers + 1, "fuse_gelu": layers, "fuse_silu": 0,
                 "fuse_rotary": 0, "attention_3d": layers, "pack_matmuls": layers, "inplace_kv_cache": layers}

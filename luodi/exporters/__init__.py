@@ -135,7 +135,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     from ..memory_plan import memory_report
     from ..passes import resolve_pipeline, run_passes
     from ..passes.base import op_histogram, weight_bytes
-    from .onnx_export import OPSET, io_names, save_onnx, trace_to_onnx
+    from .onnx_export import OPSET, embedding_table_entry, io_names, save_onnx, trace_to_onnx
     from .parity import check_parity
     from .weights import canonical_from_hf
 
@@ -180,6 +180,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         ops_after = op_histogram(graph)
         stages.next()
         onnx_path = save_onnx(graph, tmp)
+        embedding_table = embedding_table_entry(onnx_path)
         weights = weight_bytes(graph)
         quantized = None
         if weight_quantization:
@@ -201,7 +202,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         stages.next()
         from ..tokenizer import Tokenizer
 
-        inputs, outputs = io_names(spec.num_layers)
+        inputs, outputs = io_names(spec.num_layers, embeds=embedding_table is not None)
         manifest = {
             "luodi_version": __version__,
             "source": {"name": source.name, "kind": source.kind, "origin": source.origin, "sha256": source.sha256},
@@ -214,6 +215,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
                       "ops_before_passes": ops_before, "ops": ops_after},
             "tokenizer_files": tokenizer_files,
             "generation": _generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id),
+            **({"embedding_table": embedding_table} if embedding_table else {}),
             **({"openvino": lowered} if lowering else {}),
             **({"quantization": quantized} if quantized else {}),
         }

@@ -15,6 +15,7 @@ import torch
 
 from ..passes.kv_cache_scatter import MAX_CONTEXT_KEY
 from ..runtimes.base import kv_names
+from ..runtimes.embedding_table import EMBEDS_INPUT, TOKEN_INPUT
 from .decoder import CanonicalDecoder
 
 OPSET = 18
@@ -28,10 +29,10 @@ ORT_OPS_IN_DEFAULT_DOMAIN = {"SimplifiedLayerNormalization"}
 CONTRIB_OPTIONAL_OUTPUTS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization"}
 
 
-def io_names(num_layers: int) -> tuple[list[str], list[str]]:
-    """The graph's input and output names, in order."""
+def io_names(num_layers: int, embeds: bool = False) -> tuple[list[str], list[str]]:
+    """The graph's input and output names, in order; `embeds`: it takes the token rows (embedding_input)."""
     past, present = kv_names(num_layers)
-    return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
+    return [EMBEDS_INPUT if embeds else TOKEN_INPUT, "attention_mask", "position_ids", *past], ["logits", *present]
 
 
 def _sample_inputs(model: CanonicalDecoder):
@@ -112,6 +113,25 @@ def _add_views(path: Path, views: dict) -> None:
         for key, item in location.items():
             tensor.external_data.add(key=key, value=item)
     onnx.save(proto, str(path))
+
+
+def embedding_table_entry(path: Path) -> dict | None:
+    """Where a saved graph's embedding table lies in its data file ({file, offset, shape, dtype}) when the
+    embedding_input pass left the lookup to the runtime, for the manifest; else None."""
+    import onnx
+
+    from ..passes.embedding_input import EMBEDDING_TABLE_KEY
+
+    proto = onnx.load(str(path), load_external_data=False)
+    name = {p.key: p.value for p in proto.metadata_props}.get(EMBEDDING_TABLE_KEY)
+    if name is None:
+        return None
+    tensor = next(t for t in proto.graph.initializer if t.name == name)
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        raise RuntimeError(f"the embedding table {name} was saved inline, not in the data file")
+    location = {e.key: e.value for e in tensor.external_data}
+    return {"file": location["location"], "offset": int(location.get("offset", 0)), "shape": list(tensor.dims),
+            "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).name}
 
 
 def _unname_unread_outputs(graph) -> None:

@@ -7,6 +7,7 @@ from .attention_3d import Attention3d
 from .blocked_dequantize import WeightsInt4, WeightsInt8
 from .cleanup import Cleanup
 from .embedding_gather import EmbeddingGather
+from .embedding_input import EmbeddingInput
 from .embedding_int8 import EmbeddingInt8
 from .embedding_rows import EmbeddingRows
 from .fuse_attention import FuseAttention
@@ -18,15 +19,14 @@ from .fuse_skip_norm import FuseSkipNorm
 from .inplace_kv_cache import InplaceKvCache
 from .kv_cache_scatter import KvCacheScatter
 from .last_token_logits import LastTokenLogits
-from .lm_head_unpacked import LmHeadUnpacked
 from .lm_head_view import LmHeadView
 from .pack_matmuls import PackMatMuls
 from .rms_normalization import RmsNormalization
 
 PASSES = {p.name: p for p in (Cleanup, EmbeddingGather, FuseRmsNorm, FuseSkipNorm, FuseGelu, FuseSilu, FuseRotary,
                                FuseAttention, Attention3d, PackMatMuls, InplaceKvCache, LastTokenLogits,
-                               LmHeadUnpacked, LmHeadView, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
-                               KvCacheScatter, EmbeddingInt8, WeightsInt4, WeightsInt8)}
+                               LmHeadView, AdditiveAttentionMask, EmbeddingRows, RmsNormalization,
+                               KvCacheScatter, EmbeddingInt8, EmbeddingInput, WeightsInt4, WeightsInt8)}
 
 
 def resolve_pipeline(default: list, edit: str | None) -> list:

@@ -22,7 +22,7 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
         from .onnxruntime import OrtBackend
 
         backend = OrtBackend(model, spec, manifest.get("kv_cache", "concat"), threads=threads,
-                             providers=providers)
+                             providers=providers, embedding_table=manifest.get("embedding_table"))
     elif kind == "openvino":
         from .openvino import OpenVinoBackend
 

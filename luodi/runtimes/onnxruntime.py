@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState, kv_names
+from .embedding_table import EMBEDS_INPUT, TOKEN_INPUT, EmbeddingTable
 
 KV_LAYOUTS = ("concat", "shared_buffer", "scatter_buffer")
 # --providers names -> ONNX Runtime execution providers (the GPU ones come with onnxruntime-gpu or a provider
@@ -66,7 +67,7 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, model_path: Path, spec: dict, kv_cache: str, threads: int | None = None,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, embedding_table: dict | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -82,6 +83,13 @@ class OrtBackend(Backend):
         self.session = self._open_session()
         self.past_names, self.present_names = kv_names(spec["num_layers"])
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # a graph whose embedding lookup was left to the runtime (embedding_input) takes the rows, read from the file
+        self._embeddings = None
+        if any(i.name == EMBEDS_INPUT for i in self.session.get_inputs()):
+            if embedding_table is None:
+                raise CorruptModelError(f"{model_path}: the graph takes {EMBEDS_INPUT} but the manifest locates no "
+                                        "embedding table")
+            self._embeddings = EmbeddingTable(Path(model_path).parent, embedding_table)
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
         past_type = next(i.type for i in self.session.get_inputs() if i.name == self.past_names[0])
         self._kv_dtype = np.float16 if past_type == "tensor(float16)" else np.float32  # fp16 graphs (trt target)
@@ -212,7 +220,10 @@ class OrtBackend(Backend):
 
     def _bind_inputs(self, input_ids, attention_mask, position_ids, binding=None):
         binding = binding or self.session.io_binding()
-        binding.bind_cpu_input("input_ids", input_ids)
+        if self._embeddings is None:
+            binding.bind_cpu_input(TOKEN_INPUT, input_ids)
+        else:
+            binding.bind_cpu_input(EMBEDS_INPUT, self._embeddings(input_ids))
         binding.bind_cpu_input("attention_mask", attention_mask)
         binding.bind_cpu_input("position_ids", position_ids)
         return binding

@@ -19,6 +19,7 @@ from ..bundles.unpack import scan_archive
 from ..errors import LuodiError
 from ..fileio import atomic_folder
 from ..manifest import read_manifest
+from ..passes.embedding_input import restore_token_lookup
 from .pbtxt import Enum, to_pbtxt
 
 MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
@@ -97,11 +98,15 @@ def _raw_files(manifest: dict) -> dict:
 
 
 def _copy_raw(bundle: Path, files: dict, version: Path) -> None:
+    """The raw model's files; an ONNX graph that left its token lookup to luodi's runtime (embedding_input)
+    gets it back, so the raw model takes token ids."""
     if bundle.is_dir():
         for source, target in files.items():
             shutil.copyfile(bundle / source, version / target)
-        return
-    scan_archive(bundle, lambda member: version / files[member] if member in files else None)
+    else:
+        scan_archive(bundle, lambda member: version / files[member] if member in files else None)
+    if (version / "model.onnx").is_file():
+        restore_token_lookup(version / "model.onnx")
 
 
 def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads: int | None = None,

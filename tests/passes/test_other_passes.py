@@ -1,5 +1,5 @@
-"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls, last_token_logits, lm_head_unpacked,
-embedding_rows and lm_head_view on small graphs."""
+"""fuse_gelu, fuse_silu, embedding_gather, pack_matmuls, last_token_logits, embedding_rows and lm_head_view on
+small graphs."""
 
 import math
 
@@ -18,7 +18,6 @@ from luodi.passes.fuse_gelu import FuseGelu
 from luodi.passes.fuse_silu import FuseSilu
 from luodi.passes.last_token_logits import LastTokenLogits
 from luodi.passes import lm_head_view
-from luodi.passes.lm_head_unpacked import LmHeadUnpacked
 from luodi.passes.lm_head_view import LmHeadView
 from luodi.passes.pack_matmuls import PackMatMuls
 from luodi.runtimes.shapes import MAX_STEP_TOKENS
@@ -150,21 +149,6 @@ def _tied_head(other_reader=False):
                               [const("table", np.random.default_rng(8).standard_normal((HIDDEN, 50)))])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     return ir.from_proto(onnx.shape_inference.infer_shapes(proto))
-
-
-def test_lm_head_weight_becomes_3d_for_head_and_lookup():
-    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
-    graph_pass = LmHeadUnpacked()
-    count, ops = apply_and_compare(graph_pass, _tied_head, {"ids": ids})
-    assert count == 1 and ops.count("Squeeze") == 1
-    m = _tied_head()
-    graph_pass(m)
-    assert [list(v.shape) for v in m.graph.initializers.values() if v.shape and len(v.shape) > 1] == [[1, HIDDEN, 50]]
-
-
-def test_lm_head_read_by_other_ops_is_left_alone():
-    ids = np.random.default_rng(9).integers(0, 50, (2, 3))
-    assert apply_and_compare(LmHeadUnpacked(), lambda: _tied_head(other_reader=True), {"ids": ids})[0] == 0
 
 
 def _rows_then_view():
