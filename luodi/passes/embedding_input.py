@@ -6,8 +6,9 @@ distinct tokens make most of SmolLM2's 113 MB table resident, on top of a packed
 holds the same numbers. Here the Gather over the token ids becomes a graph input `inputs_embeds` [batch,
 seq, hidden]; the table stays in the data file, no node reads it (ONNX Runtime drops it at load), and the
 model's metadata names it (EMBEDDING_TABLE_KEY; the export locates it in the manifest) so the runtime reads
-each step's rows from the file (luodi/runtimes/embedding_table.py): a copy of a few rows, never a mapping. Run last, after the
-final cleanup (which would drop the unread table) and after lm_head_view (whose views name ranges of it).
+each step's rows from the file (luodi/runtimes/embedding_table.py): a copy of a few rows, never a mapping.
+Run last, after the final cleanup (which would drop the unread table) and after lm_head_view (whose views name
+ranges of it).
 """
 
 import onnx_ir as ir
@@ -27,7 +28,8 @@ def _row_lookup(ids: ir.Value) -> tuple[ir.Node, list[ir.Node]] | None:
         if node.op_type == "Shape" and node.domain == "" and node.attributes.get_int("start", 0) >= 0 \
                 and node.attributes.get_int("end", 2) >= 0:
             shapes.append(node)
-        elif node.op_type == "Gather" and node.domain == "" and use.idx == 1 and node.attributes.get_int("axis", 0) == 0:
+        elif node.op_type == "Gather" and node.domain == "" and use.idx == 1 \
+                and node.attributes.get_int("axis", 0) == 0:
             gathers.append(node)
         else:
             return None
