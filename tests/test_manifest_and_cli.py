@@ -28,7 +28,7 @@ def test_onnx_signature(export_dir):
     model = onnx.load(folder / "model.onnx", load_external_data=False)
     dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in list(model.graph.input) + list(model.graph.output)}
-    assert dims["input_ids"] == ["batch", "sequence"]
+    assert dims["inputs_embeds"] == ["batch", "sequence", 64]  # embedding_input: the runtime looks tokens up
     assert dims["attention_mask"] == ["batch", "total_sequence"]
     assert dims["position_ids"] == ["batch", "sequence"]
     assert dims["past_key_values.1.value"] == ["batch", 2, "past_sequence", 16]

@@ -40,7 +40,9 @@ def _onnx_steps(folder, prompts, mask, reference_logits, kind=None):
     return out
 
 
-def _max_diff(name, export_dir, reference, steps=5, kind=None):
+def _max_diff(name, export_dir, reference, steps=5, kind=None, statistic=np.max):
+    """The largest |logit difference| from transformers over a few steps of two prompts, one left-padded (with
+    `statistic=np.mean`: the largest step's mean, a steadier measure of a quantized export's error)."""
     model, tok = reference(name)
     a = tok("The quick brown fox jumps over the lazy dog")["input_ids"]
     b = tok("Paris")["input_ids"]
@@ -48,7 +50,7 @@ def _max_diff(name, export_dir, reference, steps=5, kind=None):
     prompts, mask = [a, pad + b], [[1] * len(a), [0] * len(pad) + [1] * len(b)]
     want = _hf_steps(model, prompts, mask, steps)
     got = _onnx_steps(export_dir(name), prompts, mask, want, kind)
-    return max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+    return max(float(statistic(np.abs(g - w))) for g, w in zip(got, want))
 
 
 def test_tiny_logits_match_transformers(tiny, export_dir, reference):

@@ -145,6 +145,7 @@ def test_tied_embedding_reads_the_lm_head_weight(bits, method, quantized, export
     import onnxruntime as ort
 
     from luodi.quantization.rtn import fake_quantize, fake_quantize_minmax
+    from luodi.runtimes.embedding_table import EmbeddingTable
 
     folder = quantized(f"int{bits}", method=method)
     assert read_manifest(folder)["quantization"]["shared_embedding"] is True
@@ -160,9 +161,9 @@ def test_tied_embedding_reads_the_lm_head_weight(bits, method, quantized, export
     feeds |= {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(4)[None]}
     feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
     rows = session.run([rows_name], feeds)[0]
-    fp32 = onnx.load(export_dir("tiny-qwen2") / "model.onnx")
-    table = next(onnx.numpy_helper.to_array(i) for i in fp32.graph.initializer if i.name.startswith("lm_head_weight_t"))
-    table = table.reshape(table.shape[-2:])  # [hidden, vocab] (the fp32 export stores it as [1, hidden, vocab])
+    fp32 = export_dir("tiny-qwen2")
+    entry = read_manifest(fp32)["embedding_table"]  # the fp32 export's tied table, as its runtime reads it
+    table = EmbeddingTable(fp32, entry)(np.arange(entry["shape"][0])).T  # [hidden, vocab]
     grid = fake_quantize_minmax if method == "minmax" else fake_quantize
     np.testing.assert_allclose(rows[0], grid(table, bits, 32)[:, ids[0]].T, rtol=0, atol=1e-5)
 

@@ -6,6 +6,8 @@ only those rows, not the 2 MB page-cache folios around each one that a mapped lo
 locates the table (`embedding_table`: file, byte offset, shape, dtype), so reading it needs no onnx package.
 """
 
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ class EmbeddingTable:
             raise CorruptModelError(f"{self.path}: {size} bytes, but the embedding table ends at byte {end} "
                                     "(truncated?)")
         self._file = open(self.path, "rb", buffering=0)  # unbuffered: each read is one row, from the page cache
+        self._lock = threading.Lock()  # generations on several threads share the file (where there is no preadv)
 
     def __call__(self, token_ids: np.ndarray) -> np.ndarray:
         """The rows of these ids, shaped [*ids.shape, hidden]."""
@@ -48,7 +51,14 @@ class EmbeddingTable:
         unique, inverse = np.unique(ids, return_inverse=True)
         rows = np.empty((len(unique), self.shape[1]), self.dtype)
         for row, token in zip(rows, unique.tolist()):
-            self._file.seek(self.offset + token * self.row_bytes)
-            if self._file.readinto(memoryview(row).cast("B")) != self.row_bytes:
+            if self._read(memoryview(row).cast("B"), self.offset + token * self.row_bytes) != self.row_bytes:
                 raise CorruptModelError(f"{self.path}: short read of the embedding table (file changed?)")
         return rows[inverse.reshape(ids.shape)]
+
+    def _read(self, buffer: memoryview, offset: int) -> int:
+        """Read into buffer from this byte of the file; safe from several threads at once."""
+        if hasattr(os, "preadv"):  # positioned: no shared file offset
+            return os.preadv(self._file.fileno(), [buffer], offset)
+        with self._lock:
+            self._file.seek(offset)
+            return self._file.readinto(buffer)
