@@ -313,6 +313,18 @@ def test_each_kind_of_draft_keeps_its_own_rate():
     assert spaced.look([30, 2, 30], 1) == Draft([2], kind=1)  # ids beyond the tokenizer's classes are their own
 
 
+def test_lookup_reads_its_source_forward():
+    """Of a match's occurrences, the first at or after where the previous draft was copied from wins over the
+    latest; a new generation (start) has no such place yet."""
+    lookup = PromptLookup()
+    first = [7, 8, 1, 2, 9, 1, 3, 9, 7, 8]
+    assert lookup.look(first, 3) == Draft([1, 2, 9], kind=2)  # "7 8" occurs once: copying from index 2 on
+    later = first + [5, 9]  # "9" occurs at 4 and 7: 4 is the first past index 2, 7 the latest
+    assert lookup.look(later, 2) == Draft([1, 3], kind=1)
+    lookup.start(0, None)
+    assert lookup.look(later, 2) == Draft([7, 8], kind=1)
+
+
 def test_free_lookup_drafts_are_taken_where_they_pay_more_than_the_model():
     length = DraftLength(max_tokens=7, draft_cost=0.4)
     for _ in range(20):  # the model's drafts land 80% of the time; long lookup matches always, one-token never

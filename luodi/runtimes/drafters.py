@@ -16,7 +16,11 @@ LONG_MATCH = 3  # matched n-grams of this length or longer are one kind of draft
 
 class PromptLookup:
     """Drafts by n-gram lookup: the longest suffix of the text so far (max_ngram tokens, down to min_ngram)
-    that occurred earlier in the prompt or the output proposes the tokens that followed its latest occurrence.
+    that occurred earlier in the prompt or the output proposes the tokens that followed one of its occurrences:
+    the first at or after where the previous draft was copied from, as text quoting a source reads it forward
+    (a list's items, a passage's dates), else the latest. Replayed over SmolLM2's greedy outputs
+    (scripts/lookup_replay.py) that choice modelled a 2% higher mean speed-up than always the latest on the
+    grounded prompts and 6% on ten others, the open-ended ones unchanged.
     Costs almost nothing, and pays off where the output quotes its input (extract, edit, summarise, code). A
     draft's kind is the matched length, capped at LONG_MATCH: on SmolLM2's grounded prompts 35% of the drafts
     after a one-token match had a first token right, 75% after two, 91% after five. With `classes` (token id ->
@@ -29,15 +33,17 @@ class PromptLookup:
         if not 1 <= min_ngram <= max_ngram:
             raise LuodiError(f"prompt lookup needs 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
         self.max_ngram, self.min_ngram, self.classes = max_ngram, min_ngram, classes
+        self.anchor = None  # where the previous draft was copied from
 
     def check(self, target) -> None:
         """Prompt lookup works with any target."""
 
     def start(self, capacity: int, target_state) -> None:
-        """Nothing to set up per generation."""
+        """A generation copies from no place yet."""
+        self.anchor = None
 
     def look(self, context: list[int], k: int) -> Draft:
-        """Up to k tokens continuing the latest earlier occurrence of the context's longest matching suffix."""
+        """Up to k tokens continuing an earlier occurrence of the context's longest matching suffix."""
         tokens = np.asarray(context)
         keys = tokens if self.classes is None else self._classes_of(tokens)
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
@@ -45,7 +51,9 @@ class PromptLookup:
                 continue
             starts = np.flatnonzero((sliding_window_view(keys[:-1], n) == keys[-n:]).all(axis=1))
             if starts.size:
-                follow = starts[-1] + n
+                ahead = starts[starts + n > self.anchor] if self.anchor is not None else starts[:0]
+                follow = (ahead[0] if ahead.size else starts[-1]) + n
+                self.anchor = follow
                 return Draft(tokens[follow:follow + k].tolist(), kind=min(n, LONG_MATCH))
         return Draft([])
 
@@ -93,6 +101,8 @@ class ModelDrafter:
     def start(self, capacity: int, target_state) -> None:
         """The generation's cache: a view of the target's, or a fresh one of the draft's own."""
         self.fed = []
+        if self.lookup:
+            self.lookup.start(capacity, target_state)
         self.state = (self.backend.view_state(target_state) if self.shares_cache
                       else self.backend.new_state(1, capacity))
 
