@@ -1,19 +1,18 @@
-"""Tied LM head for ONNX Runtime, packed for the GEMM yet stored once: fast speculative verification.
+"""Tied LM head for ONNX Runtime, packed for the GEMM yet stored once: cheap speculative verification.
 
 ONNX Runtime repacks a constant MatMul weight into its GEMM layout at session start and releases the
 file-mapped original unless another node reads it; a tied embedding's lookup does, so a plain packed LM
-head keeps two resident copies of the largest matrix (a fifth of SmolLM2's bytes). The default ort
-pipeline's lm_head_unpacked keeps one unpacked copy instead: fastest for one row, but ONNX Runtime repacks
-it on every call of 2-8 rows, so a speculative verification step costs 1.7-2.6x a plain step.
+head keeps two resident copies of the largest matrix (a fifth of SmolLM2's bytes). An unpacked head (a
+[1, hidden, vocab] weight, ONNX Runtime packs only 2-D ones) keeps one copy and is fastest for one row, but
+ONNX Runtime repacks it on every call of 2-8 rows, so a speculative verifying step cost 1.5-1.9x a plain step.
 
-This pass is the alternative for speculative decoding (`--passes=-lm_head_unpacked,+embedding_rows,
-+lm_head_view`). After embedding_rows (rows [vocab, hidden]; head MatMul(x, Transpose(rows))), the head
-becomes com.microsoft FusedMatMul(x, view, transB=1) over views of consecutive row ranges of the table,
-their logits concatenated. A view is an initializer marked VIEW_OF: save_onnx stores it as a TensorProto
-naming its range of the table's bytes in the data file, not a copy. ONNX Runtime maps each view on its
-own, packs it and releases the mapping, while the lookup reads the rows it gathers from the table's own
-mapping (resident memory grows with the distinct tokens seen, by the page-cache folio). Views of at most
-CHUNK_BYTES bound the moment at load when a view is both mapped and packed.
+After embedding_rows (rows [vocab, hidden]; head MatMul(x, Transpose(rows))), the head becomes
+com.microsoft FusedMatMul(x, view, transB=1) over views of consecutive row ranges of the table, their
+logits concatenated. A view is an initializer marked VIEW_OF: save_onnx stores it as a TensorProto naming
+its range of the table's bytes in the data file, not a copy. ONNX Runtime maps each view on its own, packs
+it and releases the mapping. The ort pipeline then moves the token lookup out of the graph
+(embedding_input), so no node maps the table itself. Views of at most CHUNK_BYTES bound the moment at load
+when a view is both mapped and packed.
 """
 
 import math
