@@ -8,13 +8,13 @@ Usage: scripts/step_time_ab.py MODEL.onnx[:noposition] ... [--rounds 2] [--threa
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from luodi.manifest import read_manifest
 from luodi.runtimes.embedding_table import EMBEDS_INPUT, EmbeddingTable
 
 
@@ -25,10 +25,10 @@ def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positio
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     pasts = [i for i in session.get_inputs() if i.name.startswith("past")]
-    embed = None  # a graph that takes the token rows (embedding_input) gets them as luodi's runtime reads them
-    if any(i.name == EMBEDS_INPUT for i in session.get_inputs()):
-        folder = Path(path).parent
-        embed = EmbeddingTable(folder, json.loads((folder / "manifest.json").read_text())["embedding_table"])
+    # a graph that takes the token rows (embedding_input) gets them as luodi's runtime reads them
+    names, folder = {i.name for i in session.get_inputs()}, Path(path).parent
+    embed = EmbeddingTable.for_graph(names, folder, read_manifest(folder).get("embedding_table")
+                                     if EMBEDS_INPUT in names else None)
     prompt = 37
     capacity = prompt + positions * (steps + 1)
     shapes = [(1, p.shape[1], capacity, p.shape[3] if isinstance(p.shape[3], int) else head_dim) for p in pasts]

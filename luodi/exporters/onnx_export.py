@@ -120,10 +120,10 @@ def embedding_table_entry(path: Path) -> dict | None:
     embedding_input pass left the lookup to the runtime, for the manifest; else None."""
     import onnx
 
-    from ..passes.embedding_input import EMBEDDING_TABLE_KEY
+    from ..passes.embedding_input import embedding_table_name
 
     proto = onnx.load(str(path), load_external_data=False)
-    name = {p.key: p.value for p in proto.metadata_props}.get(EMBEDDING_TABLE_KEY)
+    name = embedding_table_name(proto)
     if name is None:
         return None
     tensor = next(t for t in proto.graph.initializer if t.name == name)

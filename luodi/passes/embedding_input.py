@@ -19,6 +19,11 @@ from .base import LuodiPass
 EMBEDDING_TABLE_KEY = "luodi.embedding_table"
 
 
+def embedding_table_name(proto) -> str | None:
+    """The initializer a saved model's metadata names as its embedding table (an onnx ModelProto), if any."""
+    return {p.key: p.value for p in proto.metadata_props}.get(EMBEDDING_TABLE_KEY)
+
+
 def _row_lookup(ids: ir.Value) -> tuple[ir.Node, list[ir.Node]] | None:
     """(the Gather(table, ids, axis=0) over a 2-D initializer, the Shape nodes reading the ids' dimensions) when
     they are the token ids' only readers, else None."""
@@ -73,7 +78,7 @@ def restore_token_lookup(path) -> bool:
 
     proto = onnx.load(str(path), load_external_data=False)
     graph = proto.graph
-    table = {p.key: p.value for p in proto.metadata_props}.get(EMBEDDING_TABLE_KEY)
+    table = embedding_table_name(proto)
     embeds = next((i for i in graph.input if i.name == EMBEDS_INPUT), None)
     if table is None or embeds is None:
         return False

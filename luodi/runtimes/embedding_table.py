@@ -42,6 +42,17 @@ class EmbeddingTable:
         self._file = open(self.path, "rb", buffering=0)  # unbuffered: each read is one row, from the page cache
         self._lock = threading.Lock()  # generations on several threads share the file (where there is no preadv)
 
+    @classmethod
+    def for_graph(cls, input_names, folder: Path, entry: dict | None) -> "EmbeddingTable | None":
+        """The table a graph that takes inputs_embeds (embedding_input) needs, from its manifest's entry; None
+        for a graph that takes token ids."""
+        if EMBEDS_INPUT not in input_names:
+            return None
+        if entry is None:
+            raise CorruptModelError(f"{folder}: the graph takes {EMBEDS_INPUT} but the manifest locates no "
+                                    "embedding table")
+        return cls(folder, entry)
+
     def __call__(self, token_ids: np.ndarray) -> np.ndarray:
         """The rows of these ids, shaped [*ids.shape, hidden]."""
         ids = np.asarray(token_ids)

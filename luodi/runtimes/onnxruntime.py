@@ -84,12 +84,8 @@ class OrtBackend(Backend):
         self.past_names, self.present_names = kv_names(spec["num_layers"])
         self.output_names = [o.name for o in self.session.get_outputs()]
         # a graph whose embedding lookup was left to the runtime (embedding_input) takes the rows, read from the file
-        self._embeddings = None
-        if any(i.name == EMBEDS_INPUT for i in self.session.get_inputs()):
-            if embedding_table is None:
-                raise CorruptModelError(f"{model_path}: the graph takes {EMBEDS_INPUT} but the manifest locates no "
-                                        "embedding table")
-            self._embeddings = EmbeddingTable(Path(model_path).parent, embedding_table)
+        self._embeddings = EmbeddingTable.for_graph({i.name for i in self.session.get_inputs()},
+                                                    Path(model_path).parent, embedding_table)
         self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
         past_type = next(i.type for i in self.session.get_inputs() if i.name == self.past_names[0])
         self._kv_dtype = np.float16 if past_type == "tensor(float16)" else np.float32  # fp16 graphs (trt target)
