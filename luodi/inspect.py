@@ -84,7 +84,9 @@ def format_report(report: dict) -> str:
     lines.append("ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))
     if report.get("runtime_ops"):
         lines.append("OpenVINO runtime ops: " + ", ".join(f"{k} {v}" for k, v in report["runtime_ops"].items()))
-    lines.append(f"weights: {report['weight_bytes'] / 1e6:.1f} MB")
+    folded = report.get("folded_weight_bytes")
+    lines.append(f"weights: {report['weight_bytes'] / 1e6:.1f} MB" + (
+        f" (+{folded / 1e6:.1f} MB that ONNX Runtime computes from them at load)" if folded else ""))
     if "kv_bytes_at_max_context" in report:
         lines.append(f"KV cache ({report['kv_cache']}): {report['kv_bytes_per_token'] / 1e3:.1f} kB per position, "
                      f"{report['kv_bytes_at_max_context'] / 1e6:.1f} MB at max context ({report['max_context']} "

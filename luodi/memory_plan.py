@@ -70,19 +70,50 @@ def _external_weights_as_inputs(proto: onnx.ModelProto) -> None:
     graph.initializer.extend(kept)
 
 
+def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX Runtime's symbolic shape inference, with GatherBlockQuantized's rows unpacked (it sizes them as the
+    packed bytes: half the hidden size for 4 bits, which then fails at the next MatMulNBits). Driven as its
+    own infer_shapes does, except that an incomplete inference raises instead of saving the model to the
+    current directory."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_attribute
+
+    class ContribShapes(SymbolicShapeInference):
+        def __init__(self):
+            super().__init__(int_max=2**31 - 1, auto_merge=True, guess_output_rank=False, verbose=0)
+            self.dispatcher_["GatherBlockQuantized"] = self.gather_block_quantized
+
+        def gather_block_quantized(self, node):
+            data, indices = self._get_shape(node, 0), self._get_shape(node, 1)
+            axis = get_attribute(node, "gather_axis", 0)
+            shape = data[:axis] + indices + data[axis + 1:]
+            packed = self.known_vi_[node.input[0]].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+            if packed and isinstance(shape[-1], int):
+                shape[-1] *= 8 // get_attribute(node, "bits", 4)
+            scales = self.known_vi_[node.input[2]].type.tensor_type.elem_type
+            self.known_vi_[node.output[0]].CopyFrom(helper.make_tensor_value_info(node.output[0], scales, shape))
+
+    inference = ContribShapes()
+    inference._preprocess(proto)
+    complete = False
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    if not complete:
+        raise ValueError("incomplete symbolic shape inference")
+    return inference.out_mp_
+
+
 def _shapes(proto: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """Every value's type: ONNX Runtime's symbolic inference (contrib ops), else ONNX's own (standard ops only).
     A shape the graph declares in full wins: inference names a data-dependent dimension with a fresh symbol
     (the last_token_logits row count), which the graph declares as a dimension the plan can size."""
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
     declared = {v.name: v.type for v in [*proto.graph.value_info, *proto.graph.output]
                 if v.type.tensor_type.HasField("shape")
                 and all(d.HasField("dim_value") or d.dim_param in STEP_DIMS for d in v.type.tensor_type.shape.dim)}
     _constants_as_tensors(proto)
     _external_weights_as_inputs(proto)
     try:
-        inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        inferred = _symbolic_shapes(proto)
     except Exception:  # it reads some standard ops (opset-23 Attention) as the contrib ops of the same name
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     graph = inferred.graph
@@ -99,10 +130,23 @@ def _bytes(value_type: onnx.TypeProto, dims: dict[str, int]) -> int:
     return size
 
 
+def _computed_from_weights(proto: onnx.ModelProto) -> set[str]:
+    """Outputs of nodes that read only weights and constants (e.g. the Cast of a quantized export's fp16
+    scales, half_scales.py): ONNX Runtime folds them into weights when the session loads."""
+    constant = {i.name for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        inputs = [name for name in node.input if name]
+        if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
+            constant.update(name for name in node.output if name)
+    return constant - {i.name for i in proto.graph.initializer}
+
+
 def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
-    """{'planned_peak_bytes', 'naive_bytes', 'largest'} of the graph's intermediate tensors for one step
-    of `sequence` new tokens per sequence over `past` cached ones."""
+    """{'planned_peak_bytes', 'naive_bytes', 'largest', 'folded_weight_bytes'} of the graph's intermediate
+    tensors for one step of `sequence` new tokens per sequence over `past` cached ones; tensors computed from
+    weights alone are folded weights (their bytes apart), not activations."""
     proto = onnx.load(str(model_path), load_external_data=False)
+    folded = _computed_from_weights(proto)
     types = _shapes(proto)
     dims = dict(zip(STEP_DIMS, (batch, sequence, past, past + sequence,
                                 sequence if sequence <= MAX_STEP_TOKENS else 1)))
@@ -115,6 +159,7 @@ def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
         raise ValueError(f"no shape inferred for {len(unknown)} tensors (e.g. {unknown[0]})")
     size = {name: _bytes(types[name], dims) for n in nodes for name in n.output if name and name not in kv_outputs
             and name in types and (name in read or types[name].tensor_type.elem_type)}
+    folded_bytes = sum(size.pop(name) for name in folded if name in size)
     last_use = {name: len(nodes) for name in size if name in {o.name for o in proto.graph.output}}
     for index, node in enumerate(nodes):
         for name in node.input:
@@ -128,13 +173,14 @@ def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
                     if name in size and last_use.get(name, index) == index)
     largest = max(size, key=size.get) if size else None
     return {"batch": batch, "sequence": sequence, "past": past, "planned_peak_bytes": peak,
-            "naive_bytes": sum(size.values()), "largest": {"tensor": largest, "bytes": size.get(largest, 0)}}
+            "naive_bytes": sum(size.values()), "largest": {"tensor": largest, "bytes": size.get(largest, 0)},
+            "folded_weight_bytes": folded_bytes}
 
 
 def memory_report(model_path, spec: dict, weight_bytes: int) -> dict:
-    """What a deployer needs to tell whether a model fits a device: weight bytes, KV-cache bytes (per token and
-    at max context, batch 1) and the activation plan of a max-context prefill and of a decode step at max
-    context (or why no plan could be made)."""
+    """What a deployer needs to tell whether a model fits a device: weight bytes (and those the runtime computes
+    from them at load), KV-cache bytes (per token and at max context, batch 1) and the activation plan of a
+    max-context prefill and of a decode step at max context (or why no plan could be made)."""
     context = spec["max_context"]
     kv_per_token = 2 * spec["num_layers"] * spec["num_kv_heads"] * spec["head_dim"] * 4
     report = {"weight_bytes": weight_bytes, "kv_bytes_per_token": kv_per_token,
@@ -142,6 +188,7 @@ def memory_report(model_path, spec: dict, weight_bytes: int) -> dict:
     try:
         report["activations"] = {"prefill_max_context": plan_activations(model_path, 1, context, 0),
                                  "decode_at_max_context": plan_activations(model_path, 1, 1, context - 1)}
+        report["folded_weight_bytes"] = report["activations"]["decode_at_max_context"]["folded_weight_bytes"]
     except ValueError as e:
         report["activations"] = {"unavailable": str(e)}
     return report

@@ -50,3 +50,20 @@ def test_inspect_plans_a_requested_step(export_dir):
     assert "planned peak" in format_report(inspect_model(folder, (1, 8, 0)))
     with pytest.raises(LuodiError, match="must be >= 1"):
         inspect_model(folder, (0, 8, 0))
+
+
+def test_int4_export_is_planned_with_its_folded_weights_apart(tmp_path, monkeypatch):
+    """An int4 export (4-bit table shared by the lookup, fp16 scales behind Casts) gets a plan: the lookup's
+    rows are sized unpacked, tensors computed from weights alone count as folded weights, not activations,
+    and shape inference leaves no file in the working directory."""
+    from luodi.exporters import export_model
+
+    monkeypatch.chdir(tmp_path)
+    folder = export_model("tiny-qwen2", precision="int4", out=tmp_path / "int4", progress=False)
+    memory = read_manifest(folder)["memory"]
+    decode = memory["activations"]["decode_at_max_context"]
+    assert 0 < decode["planned_peak_bytes"] < decode["naive_bytes"]
+    assert decode["largest"]["tensor"] == "logits"  # not the table's rows or the scales, which are weights
+    assert memory["folded_weight_bytes"] == decode["folded_weight_bytes"] > 0
+    assert "computes from them at load" in format_report(inspect_model(folder))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int4"]
