@@ -42,6 +42,24 @@ def reference():
     return get
 
 
+@pytest.fixture(scope="session")
+def quantized(tmp_path_factory):
+    """tiny-qwen2 exported at a precision with optional quantization settings (cached per session)."""
+    done = {}
+
+    def get(precision, **settings):
+        key = (precision, tuple(sorted(settings.items())))
+        if key not in done:
+            out = tmp_path_factory.mktemp("quantized") / f"{precision}-{len(done)}"
+            from luodi.exporters import export_model
+
+            done[key] = export_model("tiny-qwen2", precision=precision, out=out, progress=False,
+                                     quantization=settings or None)
+        return done[key]
+
+    return get
+
+
 @pytest.fixture(params=TINY)
 def tiny(request):
     """Each tiny family's name in turn."""

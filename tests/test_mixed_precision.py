@@ -20,10 +20,12 @@ from test_quantization import TEXT, _bytes
 @pytest.mark.parametrize("bits", [4, 8])
 def test_fake_quantize_is_what_matmulnbits_computes(bits, method, tmp_path):
     """X = identity makes the MatMulNBits output its dequantized weight, which must be the simulated grid's
-    (minmax: after its lowering to integer zero points and block offsets); the bytes stored are nbits_bytes'."""
+    (minmax: after its lowering to integer zero points and block offsets); with the scales and offsets then
+    stored as fp16 it stays within their rounding, and the bytes stored are nbits_bytes'."""
     import onnxruntime as ort
 
     from luodi.quantization.float_zero_points import lower_float_zero_points
+    from luodi.quantization.half_scales import HALF_RTOL, store_scales_half
     from luodi.quantization.ort_weights import WeightQuantization, _algo_config, _min_max_quantizer, _quantizer_module
     from luodi.quantization.rtn import fake_quantize_minmax
 
@@ -41,11 +43,17 @@ def test_fake_quantize_is_what_matmulnbits_computes(bits, method, tmp_path):
         quantizer.node_quantizer = _min_max_quantizer(config)
     quantizer.process()
     quantized = quantizer.model.model
-    assert bool(lower_float_zero_points(quantized)) == (method == "minmax")
-    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
-    dequantized = session.run(None, {"x": np.eye(k, dtype=np.float32)})[0]
+    offsets = lower_float_zero_points(quantized)
+    assert bool(offsets) == (method == "minmax")
+
+    def dequantized():
+        session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": np.eye(k, dtype=np.float32)})[0]
+
     grid = fake_quantize_minmax if method == "minmax" else fake_quantize
-    np.testing.assert_allclose(grid(w, bits, group), dequantized, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(grid(w, bits, group), dequantized(), rtol=0, atol=1e-5)
+    assert store_scales_half(quantized, offsets) > 0
+    np.testing.assert_allclose(grid(w, bits, group), dequantized(), rtol=0, atol=2 * HALF_RTOL * np.abs(w).max())
     stored = sum(i.ByteSize() - len(i.name) - 16 for i in quantized.graph.initializer
                  if not i.name.startswith("block_sum."))  # the block-sum constant is shared by every MatMul
     assert abs(stored - nbits_bytes(k, n, bits, group, offsets=method == "minmax")) <= 48  # protobuf framing aside

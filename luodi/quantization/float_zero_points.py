@@ -7,9 +7,10 @@ With the zero point at the centre c = 2^(bits−1) the block is an ordinary inte
 rest, the per-block offset o = s·(c − z), contributes Σ_block(x)·o to each output. So each MatMulNBits with
 float zero points becomes:
 
-    MatMulNBits(x, q, s, zero points c)  +  MatMul(MatMul(x, ones per block [K, K/block]), offsets)
+    MatMulNBits(x, q, s)  +  MatMul(MatMul(x, ones per block [K, K/block]), offsets)
 
-with `offsets` [K/block, N] in fp32 (the same size as the scales). Inputs that several such MatMuls read share
+with `offsets` [K/block, N] in fp32 (the same size as the scales). The centre is MatMulNBits' (and
+GatherBlockQuantized's) default zero point, so none is stored. Inputs that several such MatMuls read share
 one block sum. The result is the same dequantized weight up to fp32 rounding of the offsets.
 """
 
@@ -35,13 +36,15 @@ def lower_float_zero_points(model) -> dict[str, str]:
         blocks = -(-k // block)
         scales = numpy_helper.to_array(inits[node.input[2]]).reshape(n, blocks)
         zeros = numpy_helper.to_array(zero_points).reshape(n, blocks)
-        centre = 1 << (bits - 1)
-        offsets = numpy_helper.from_array((scales * (centre - zeros)).T.astype(np.float32).copy(),
-                                          f"{node.input[1]}.offsets")
+        scales, shifts = _centred(scales, zeros, _block_values(inits[node.input[1]], n, blocks, bits), bits)
+        offsets = numpy_helper.from_array(shifts.T.astype(np.float32).copy(), f"{node.input[1]}.offsets")
         scales_2d = numpy_helper.from_array(scales, node.input[2])  # [N, blocks], as GatherBlockQuantized reads
         graph.initializer.remove(zero_points)
         graph.initializer.remove(inits[node.input[2]])
-        graph.initializer.extend([scales_2d, offsets, _centre_zero_points(zero_points.name, n, blocks, bits)])
+        graph.initializer.extend([scales_2d, offsets])
+        node.input[3] = ""  # absent: the default zero point is the centre
+        while node.input and not node.input[-1]:
+            del node.input[-1]
         position = list(graph.node).index(node)
         key = (node.input[0], blocks, block)
         if key not in sums:
@@ -58,13 +61,22 @@ def lower_float_zero_points(model) -> dict[str, str]:
     return offsets_of
 
 
-def _centre_zero_points(name: str, n: int, blocks: int, bits: int):
-    """Packed uint8 zero points [N, blocks·bits/8] all at the centre (two 4-bit ones per byte), as MatMulNBits
-    and GatherBlockQuantized store them."""
+def _block_values(packed, n: int, blocks: int, bits: int) -> np.ndarray:
+    """The quantized values [N, blocks, block] of a MatMulNBits weight (4-bit: two per byte, low nibble first)."""
+    data = numpy_helper.to_array(packed).reshape(n, blocks, -1)
+    return np.stack([data & 15, data >> 4], axis=-1).reshape(n, blocks, -1) if bits == 4 else data
+
+
+def _centred(scales: np.ndarray, zeros: np.ndarray, values: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scales, offsets [N, blocks]) of the centred form s·(q − c) + o of s·(q − z). A block whose values are all
+    one level (a row of zeros, as a padding token's embedding) is its offset alone, with scale 0: in the
+    centred form its two terms would cancel only in exact arithmetic, and with accuracy_level 4 the first
+    is computed on int8-quantized activations (on a zero row of a tiny model's LM head: logits off by 0.3)."""
     centre = 1 << (bits - 1)
-    if bits == 4:
-        return numpy_helper.from_array(np.full((n, -(-blocks // 2)), centre | centre << 4, np.uint8), name)
-    return numpy_helper.from_array(np.full((n, blocks), centre, np.uint8), name)
+    offsets = scales * (centre - zeros)
+    constant = (values == values[..., :1]).all(axis=-1)
+    offsets[constant] = (scales * (values[..., 0] - zeros))[constant]
+    return np.where(constant, 0, scales).astype(np.float32), offsets
 
 
 def _constant(graph, name: str, values) -> str:

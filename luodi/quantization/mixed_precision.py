@@ -18,10 +18,12 @@ from ..errors import LuodiError
 from .rtn import fake_quantize
 
 def nbits_bytes(k: int, n: int, bits: int, group: int, offsets: bool = False) -> int:
-    """Bytes MatMulNBits stores for a [K, N] weight: packed values, fp32 scales, packed zero points, and
-    with `offsets` the fp32 block offsets of a lowered float-zero-point weight (float_zero_points.py)."""
+    """Bytes MatMulNBits stores for a [K, N] weight: packed values, fp16 scales (half_scales.py), and packed
+    zero points, or with `offsets` the fp16 block offsets of a lowered float-zero-point weight instead
+    (float_zero_points.py: its zero points are the default centre, not stored)."""
     blocks = k // group
-    return n * blocks * group * bits // 8 + n * blocks * 4 * (1 + offsets) + n * -(-blocks * bits // 8)
+    zero_points = 0 if offsets else n * -(-blocks * bits // 8)
+    return n * blocks * group * bits // 8 + n * blocks * 2 * (1 + offsets) + zero_points
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import LuodiError
 from .float_zero_points import lower_float_zero_points
+from .half_scales import store_scales_half
 from .shared_embedding import share_embedding
 
 # awq: scales folded before tracing (awq.py), then RTN; minmax: each block's own [min, max] with a float zero point
@@ -151,6 +152,7 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     offsets = lower_float_zero_points(quantized)
     _set_accuracy_level(quantized.graph, q.accuracy_level)
     shared = share_embedding(quantized, offsets)
+    halved = store_scales_half(quantized, offsets)
     _drop_unused_initializers(quantized.graph)
     data = onnx_path.with_name(onnx_path.name + ".data")
     onnx_path.unlink()
@@ -161,7 +163,7 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     report = {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
               "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
               "calibration_tokens": len(q.calibration), "kept_int8": kept, "shared_embedding": shared,
-              "float_zero_points_lowered": len(offsets)}
+              "float_zero_points_lowered": len(offsets), "fp16_scales_saved_mb": round(halved / 1e6, 2)}
     if mixed:
         files = onnx_path.stat().st_size + data.stat().st_size
         if files > mixed["budget_mb"] * 1e6:

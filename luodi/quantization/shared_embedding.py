@@ -49,15 +49,18 @@ def share_embedding(model, offsets_of: dict[str, str] | None = None) -> bool:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
         chain = _lookup_chain(graph, head.input[1][:-len("_Q4")])
-        zero_points = next((i for i in graph.initializer if len(head.input) > 3 and i.name == head.input[3]), None)
-        if attrs.get("bits") not in (4, 8) or chain is None or zero_points is None or zero_points.data_type != UINT8:
+        zero_points = head.input[3] if len(head.input) > 3 else ""  # absent: the centre, both ops' default
+        stored = next((i for i in graph.initializer if i.name == zero_points), None) if zero_points else None
+        if attrs.get("bits") not in (4, 8) or chain is None or \
+                (zero_points and (stored is None or stored.data_type != UINT8)):
             continue  # GatherBlockQuantized reads packed uint8 zero points (float ones are lowered first)
         row_bytes = attrs["K"] * attrs["bits"] // 8
         shape = numpy_helper.from_array(np.array([attrs["N"], row_bytes], np.int64), f"{head.input[1]}.rows")
         graph.initializer.append(shape)
         data = f"{head.input[1]}.as_rows"
         reshape = helper.make_node("Reshape", [head.input[1], shape.name], [data], name=f"{head.name}/rows")
-        lookup = helper.make_node("GatherBlockQuantized", [data, chain[0].input[1], head.input[2], head.input[3]],
+        inputs = [data, chain[0].input[1], head.input[2]] + ([zero_points] if zero_points else [])
+        lookup = helper.make_node("GatherBlockQuantized", inputs,
                                   [chain[-1].output[0]], name=f"{head.name}/embedding", domain="com.microsoft",
                                   gather_axis=0, quantize_axis=1, block_size=attrs["block_size"], bits=attrs["bits"])
         position = list(graph.node).index(chain[0])
