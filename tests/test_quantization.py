@@ -45,7 +45,9 @@ def test_other_methods_stay_close_to_fp32(method, quantized, reference, tmp_path
         lm = luodi.load(quantized("int8"))  # any export's tokenizer encodes the calibration text
         settings["calibration"] = tuple(lm.tokenizer.encode(open(TEXT).read())[:512])
     folder = quantized("int4", **settings)
-    assert read_manifest(folder)["quantization"]["method"] == method
+    info = read_manifest(folder)["quantization"]
+    assert info["method"] == method
+    assert info["shared_embedding"] is True  # the LM head's table serves the lookup (gptq names it W_Q4G32)
     assert _max_diff("tiny-qwen2", lambda name: folder, reference) < 1.0
 
 

@@ -8,12 +8,16 @@ GatherBlockQuantized over the LM head's own initializers, and the int8 table lea
 then returns the LM head's dequantized rows: the same values the logits are computed with.
 """
 
+import re
+
 import numpy as np
 from onnx import helper, numpy_helper
 
 from .float_zero_points import add_offsets_to_lookup
 
 FLOAT, UINT8 = 1, 2  # TensorProto data types
+# the quantizer's name for a weight W: W_Q4 / W_Q8 (RTN, HQQ), W_Q4G32 (GPTQ, with its group size)
+QUANTIZED_NAME = re.compile(r"(.+)_Q[48](?:G\d+)?")
 
 
 def _consumers(graph, name: str) -> list:
@@ -45,10 +49,11 @@ def share_embedding(model, offsets_of: dict[str, str] | None = None) -> bool:
     offsets_of = offsets_of or {}
     graph = model.graph
     for head in graph.node:
-        if head.op_type != "MatMulNBits" or head.input[1][-3:] not in ("_Q4", "_Q8"):
+        weight = QUANTIZED_NAME.fullmatch(head.input[1]) if head.op_type == "MatMulNBits" else None
+        if weight is None:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
-        chain = _lookup_chain(graph, head.input[1][:-len("_Q4")])
+        chain = _lookup_chain(graph, weight.group(1))
         zero_points = head.input[3] if len(head.input) > 3 else ""  # absent: the centre, both ops' default
         stored = next((i for i in graph.initializer if i.name == zero_points), None) if zero_points else None
         if attrs.get("bits") not in (4, 8) or chain is None or \
