@@ -71,7 +71,7 @@ def _centred(scales: np.ndarray, zeros: np.ndarray, values: np.ndarray, bits: in
     """(scales, offsets [N, blocks]) of the centred form s·(q − c) + o of s·(q − z). A block whose values are all
     one level (a row of zeros, as a padding token's embedding) is its offset alone, with scale 0: in the
     centred form its two terms would cancel only in exact arithmetic, and with accuracy_level 4 the first
-    is computed on int8-quantized activations (on a zero row of a tiny model's LM head: logits off by 0.3)."""
+    is computed on int8-quantized activations (on a zero row of a tiny model's LM head: logits off by up to 0.5)."""
     centre = 1 << (bits - 1)
     offsets = scales * (centre - zeros)
     constant = (values == values[..., :1]).all(axis=-1)
