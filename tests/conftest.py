@@ -45,14 +45,14 @@ def reference():
 @pytest.fixture(scope="session")
 def quantized(tmp_path_factory):
     """tiny-qwen2 exported at a precision with optional quantization settings (cached per session)."""
+    from luodi.exporters import export_model
+
     done = {}
 
     def get(precision, **settings):
         key = (precision, tuple(sorted(settings.items())))
         if key not in done:
             out = tmp_path_factory.mktemp("quantized") / f"{precision}-{len(done)}"
-            from luodi.exporters import export_model
-
             done[key] = export_model("tiny-qwen2", precision=precision, out=out, progress=False,
                                      quantization=settings or None)
         return done[key]
