@@ -13,9 +13,8 @@ weights come from a GGUF whose d and m are fp16 already, so its minmax scales ar
 """
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
-FLOAT = 1  # TensorProto.FLOAT
 HALF_RTOL = 2.0 ** -10  # twice fp16's unit roundoff: what rounding a normal fp32 value to fp16 may cost
 SCALED_OPS = ("MatMulNBits", "GatherBlockQuantized")  # input 2 is the block scales
 
@@ -35,7 +34,7 @@ def store_scales_half(model, offsets_of: dict[str, str] | None = None) -> int:
     casts, saved = [], 0
     for name, step in units.items():
         init = inits.get(name)
-        if init is None or init.data_type != FLOAT:
+        if init is None or init.data_type != TensorProto.FLOAT:
             continue
         values = numpy_helper.to_array(init)
         half = values.astype(np.float16)
@@ -44,7 +43,8 @@ def store_scales_half(model, offsets_of: dict[str, str] | None = None) -> int:
             continue
         graph.initializer.remove(init)
         graph.initializer.append(numpy_helper.from_array(half, f"{name}.fp16"))
-        casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], name=f"{name}/to_float", to=FLOAT))
+        casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], name=f"{name}/to_float",
+                                      to=TensorProto.FLOAT))
         saved += values.nbytes - half.nbytes
     for cast in reversed(casts):
         graph.node.insert(0, cast)
