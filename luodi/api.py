@@ -186,13 +186,16 @@ def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[
 
 
 def load(path_or_name, backend: str | None = None, threads: int | None = None, verify: bool = True,
-         device: str = "CPU", providers: list[str] | None = None, cache_dir: str | Path | None = None):
+         device: str = "CPU", providers: list[str] | None = None, cache_dir: str | Path | None = None,
+         inference_precision: str = "f32"):
     """A LanguageModel for a bundle (.tar archive or folder) or export folder, or, with backend="torch", for any
     model source run by the transformers reference.
 
-    The backend is the manifest's unless `backend` is given; `device` picks the OpenVINO device, `providers`
-    ONNX Runtime's execution providers (e.g. ["cuda"]). Every file is checked against the manifest (sha256
-    unless verify=False, for trusted hot paths; sizes, paths and runtime versions always). An archive is
+    The backend is the manifest's unless `backend` is given; `device` picks the OpenVINO device and
+    `inference_precision` what OpenVINO computes in (f32, the default; bf16 or f16 where the CPU has them:
+    faster for fp32/fp16 IRs, not faithful to fp32), `providers` ONNX Runtime's execution providers (e.g.
+    ["cuda"]). Every file is checked against the manifest (sha256 unless verify=False, for trusted hot paths;
+    sizes, paths and runtime versions always). An archive is
     unpacked once, read-only, into `cache_dir` (default $LUODI_CACHE/bundles, i.e. ~/.cache/luodi/bundles).
     """
     path = Path(path_or_name)
@@ -205,7 +208,7 @@ def load(path_or_name, backend: str | None = None, threads: int | None = None, v
         if backend in (None, manifest["backend"]):
             check_requirements(manifest.get("requires", {}), where=str(path))
         runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device,
-                               providers=providers)
+                               providers=providers, inference_precision=inference_precision)
         tokenizer = Tokenizer(folder)
         return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
     if backend not in (None, "torch"):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import LuodiError
+from .runtimes.openvino import INFERENCE_PRECISIONS
 from .runtimes.speculative import MAX_DRAFT_TOKENS
 
 
@@ -60,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
+    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--threads", type=int)
@@ -84,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
+    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
@@ -104,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=2048, help="score at most this many tokens of the text")
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"])
     p.add_argument("--threads", type=int)
+    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bundle", help="pack an export folder into one deployment artifact for a device")
@@ -179,7 +186,8 @@ def _cmd_eval(args) -> int:
 
     if args.window < 2 or args.max_tokens < 2:
         raise LuodiError("--window and --max-tokens must be at least 2")
-    lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
+    lm = luodi.load(args.model, backend=args.backend, threads=args.threads,
+                    inference_precision=args.inference_precision)
     reference = luodi.load(args.reference, backend=args.backend, threads=args.threads) if args.reference else None
     if args.prompts and reference is None:
         raise LuodiError("--prompts compares greedy tokens with --reference; give one")
@@ -239,7 +247,8 @@ def _speculate(args):
         return args.speculate
     with_lookup = args.speculate.startswith("lookup,")
     path = args.speculate.removeprefix("lookup,") if with_lookup else args.speculate
-    draft = luodi.load(path, threads=args.threads, device=getattr(args, "device", "CPU"))
+    draft = luodi.load(path, threads=args.threads, device=getattr(args, "device", "CPU"),
+                       inference_precision=getattr(args, "inference_precision", "f32"))
     return ("lookup", draft) if with_lookup else draft
 
 
@@ -253,7 +262,7 @@ def _cmd_generate(args) -> int:
     import luodi
 
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads, device=args.device,
-                    providers=args.providers)
+                    providers=args.providers, inference_precision=args.inference_precision)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     kwargs = _sampling_kwargs(args) | {"speculate": _speculate(args), "draft_tokens": args.draft_tokens}
     if args.json:
@@ -281,7 +290,8 @@ def _cmd_bench(args) -> int:
                         synthetic_prompt, timed_load)
 
     lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
-                                               device=args.device, providers=args.providers))
+                                               device=args.device, providers=args.providers,
+                                               inference_precision=args.inference_precision))
     new_tokens = args.new_tokens
     if args.workload:
         ids, new_tokens = anchor_workload(args.workload)

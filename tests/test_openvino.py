@@ -71,7 +71,9 @@ def test_fp16_int8_and_int4_compress_the_weights(tmp_path):
         manifest = read_manifest(out)
         assert manifest["precision"] == precision and manifest["parity"]["max_abs_diff"] < 1.0
         sizes[precision] = (out / "openvino_model.bin").stat().st_size
-        assert luodi.load(out).generate("Hello", max_new_tokens=4).token_ids
+        lm = luodi.load(out)
+        assert _inference_precision(lm) == "f32"  # not the plugin's bf16 where the CPU has it
+        assert lm.generate("Hello", max_new_tokens=4).token_ids
     assert sizes["int4"] < sizes["int8"] < sizes["fp16"]
 
 
@@ -95,6 +97,24 @@ def test_missing_or_truncated_weights(export_dir, tmp_path):
             luodi.load(folder, verify=False)
         with pytest.raises(CorruptModelError):
             luodi.load(folder)
+
+
+def _inference_precision(lm) -> str:
+    return lm.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+
+def test_inference_precision_is_f32_unless_asked(export_dir):
+    folder = export_dir("tiny-llama", "openvino")
+    assert _inference_precision(luodi.load(folder)) == "f32"
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        fast = luodi.load(folder, inference_precision="bf16")
+        assert _inference_precision(fast) == "bf16"
+        assert len(fast.generate("Hello", max_new_tokens=4).token_ids) == 4
+    else:
+        with pytest.raises(LuodiError, match="this CPU cannot compute in bf16"):
+            luodi.load(folder, inference_precision="bf16")
+    with pytest.raises(LuodiError, match="unknown inference precision 'int8'; choose one of f32, bf16, f16"):
+        luodi.load(folder, inference_precision="int8")
 
 
 def test_unknown_device(export_dir):

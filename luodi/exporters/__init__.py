@@ -113,7 +113,8 @@ def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression:
     xml = lower_to_openvino(onnx_path, folder, num_layers, compression)
     for path in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
         path.unlink()
-    compiled = import_openvino().Core().compile_model(str(xml), "CPU", compile_options(2, "LATENCY", not compression))
+    options = compile_options(2, "LATENCY", kv_f32=not compression)
+    compiled = import_openvino().Core().compile_model(str(xml), "CPU", options)
     weights = xml.with_suffix(".bin").stat().st_size
     return xml.name, {"runtime_ops": runtime_op_counts(compiled), "weights_bytes": weights,
                       **({"compression": compression_record(compression)} if compression else {})}

@@ -8,9 +8,10 @@ BACKENDS = ("ort", "openvino", "tensorrt")
 
 
 def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads: int | None = None,
-                 device: str = "CPU", providers: list[str] | None = None):
+                 device: str = "CPU", providers: list[str] | None = None, inference_precision: str = "f32"):
     """The backend that runs an export folder's model (its manifest's backend unless `kind` is given);
-    `device` picks the OpenVINO device, `providers` ONNX Runtime's execution providers."""
+    `device` and `inference_precision` (f32, bf16, f16) set up OpenVINO, `providers` ONNX Runtime's execution
+    providers."""
     kind = kind or manifest["backend"]
     model, spec = Path(folder) / manifest["model_file"], {**manifest["spec"]}
     backend = None
@@ -27,7 +28,8 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
         from .openvino import OpenVinoBackend
 
         backend = OpenVinoBackend(model, spec, device=device, threads=threads,
-                                  fp32=manifest.get("precision", "fp32") == "fp32")
+                                  fp32=manifest.get("precision", "fp32") == "fp32",
+                                  precision=inference_precision)
     if backend is not None:
         # exports before the logits window kept the last position only ("logits": "last")
         backend.logits_window = manifest.get("logits_window", 1 if manifest.get("logits") == "last" else None)
