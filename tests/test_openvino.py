@@ -103,12 +103,17 @@ def _inference_precision(lm) -> str:
     return lm.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
 
+def _kv_precision(lm) -> str:
+    return lm.backend.compiled.get_property("KV_CACHE_PRECISION").to_string()
+
+
 def test_inference_precision_is_f32_unless_asked(export_dir):
     folder = export_dir("tiny-llama", "openvino")
-    assert _inference_precision(luodi.load(folder)) == "f32"
+    faithful = luodi.load(folder)
+    assert _inference_precision(faithful) == "f32" and _kv_precision(faithful) == "f32"
     if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         fast = luodi.load(folder, inference_precision="bf16")
-        assert _inference_precision(fast) == "bf16"
+        assert _inference_precision(fast) == "bf16" and _kv_precision(fast) != "f32"
         assert len(fast.generate("Hello", max_new_tokens=4).token_ids) == 4
     else:
         with pytest.raises(LuodiError, match="this CPU cannot compute in bf16"):

@@ -61,7 +61,8 @@ def check_precision(core, device: str, precision: str) -> None:
 
 
 class OpenVinoBackend(Backend):
-    """Runs an exported OpenVINO IR (stateful or stateless) on an OpenVINO device (CPU by default)."""
+    """Runs an exported OpenVINO IR (stateful or stateless) on an OpenVINO device (CPU by default), computing in
+    `precision` (f32 unless asked; `fp32`: the export's weights are fp32, so an f32 run keeps an f32 KV cache)."""
 
     name = "openvino"
 
@@ -79,7 +80,9 @@ class OpenVinoBackend(Backend):
             raise CorruptModelError(f"{model_path}: its weights file {weights.name} is missing")
         try:
             model = core.read_model(str(model_path))
-            self.compiled = core.compile_model(model, device, compile_options(threads, hint, precision, kv_f32=fp32))
+            # an fp32 export computed in f32 keeps its KV cache in f32; bf16/f16 take the plugin's cache precision
+            options = compile_options(threads, hint, precision, kv_f32=fp32 and precision == "f32")
+            self.compiled = core.compile_model(model, device, options)
         except Exception as e:  # OpenVINO raises RuntimeError with multi-line messages
             raise CorruptModelError(f"{model_path}: OpenVINO cannot load the model "
                                     f"({str(e).strip().splitlines()[0][:300]})") from None
