@@ -111,14 +111,16 @@ def test_inference_precision_is_f32_unless_asked(export_dir):
     folder = export_dir("tiny-llama", "openvino")
     faithful = luodi.load(folder)
     assert _inference_precision(faithful) == "f32" and _kv_precision(faithful) == "f32"
-    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        fast = luodi.load(folder, inference_precision="bf16")
-        assert _inference_precision(fast) == "bf16" and _kv_precision(fast) != "f32"
-        assert len(fast.generate("Hello", max_new_tokens=4).token_ids) == 4
-    else:
-        with pytest.raises(LuodiError, match="this CPU cannot compute in bf16"):
-            luodi.load(folder, inference_precision="bf16")
-    with pytest.raises(LuodiError, match="unknown inference precision 'int8'; choose one of f32, bf16, f16"):
+    capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    for precision, capability in (("bf16", "BF16"), ("f16", "FP16")):
+        if capability in capabilities:
+            fast = luodi.load(folder, inference_precision=precision)
+            assert _inference_precision(fast) == precision and _kv_precision(fast) != "f32"
+            assert len(fast.generate("Hello", max_new_tokens=4).token_ids) == 4
+        else:
+            with pytest.raises(LuodiError, match=f"this CPU cannot compute in {precision}"):
+                luodi.load(folder, inference_precision=precision)
+    with pytest.raises(LuodiError, match="^unknown inference precision 'int8'; choose one of f32, bf16, f16$"):
         luodi.load(folder, inference_precision="int8")
 
 

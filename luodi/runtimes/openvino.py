@@ -17,6 +17,7 @@ from .base import Backend, KVState, kv_names
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
+CPU_CAPABILITY = {"bf16": "BF16", "f16": "FP16"}  # OPTIMIZATION_CAPABILITIES names
 
 
 def import_openvino():
@@ -37,11 +38,9 @@ def compile_options(threads: int | None, hint: str, precision: str = "f32", kv_f
     dynamic quantization, groups of 32): on SmolLM2 with AMX, int8 decode steps took 8.6 ms against 14.8 in bf16
     (int4: 6.2 against 7.6), at a perplexity of +0.83% over fp32 against +0.62% (GPL-3 text); a 512-token
     prefill takes 3x as long as in bf16. bf16 and f16, where the CPU has them, trade fidelity for speed on
-    fp32 and fp16 IRs and give the faster long prefill."""
+    fp32 and fp16 IRs and give the faster long prefill (check_precision vets the value first)."""
     if hint not in PERFORMANCE_HINTS:
         raise LuodiError(f"unknown performance hint {hint!r}; choose one of {', '.join(PERFORMANCE_HINTS)}")
-    if precision not in INFERENCE_PRECISIONS:
-        raise LuodiError(f"unknown inference precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
     options = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
     if threads:
         options["INFERENCE_NUM_THREADS"] = int(threads)
@@ -51,11 +50,14 @@ def compile_options(threads: int | None, hint: str, precision: str = "f32", kv_f
 
 
 def check_precision(core, device: str, precision: str) -> None:
-    """Refuse an inference precision the CPU cannot compute in (bf16 needs AVX512-BF16 or AMX, f16 AVX512-FP16)."""
+    """Refuse an unknown inference precision, and one the CPU cannot compute in (bf16 needs AVX512-BF16 or AMX,
+    f16 AVX512-FP16), before anything is compiled."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise LuodiError(f"unknown inference precision {precision!r}; choose one of {', '.join(INFERENCE_PRECISIONS)}")
     if precision == "f32" or not device.startswith("CPU"):
         return
     capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    if precision.upper() not in capabilities:
+    if CPU_CAPABILITY[precision] not in capabilities:
         raise LuodiError(f"this CPU cannot compute in {precision} (its OpenVINO capabilities: "
                          f"{', '.join(sorted(capabilities))}); use f32")
 
