@@ -46,7 +46,8 @@ def run_bench(lm, prompt_ids: list[int], new_tokens: int, repeat: int, ignore_eo
             runs.append(result)
     ttft = [r.stats.ttft_s for r in runs]
     tps = [r.stats.decode_tokens_per_s for r in runs]
-    return {"backend": lm.backend.name, "prompt_tokens": len(prompt_ids), "new_tokens": runs[0].stats.new_tokens,
+    return {"backend": lm.backend.name, "inference_precision": lm.backend.inference_precision,
+            "prompt_tokens": len(prompt_ids), "new_tokens": runs[0].stats.new_tokens,
             "repeat": repeat, "ttft_s": statistics.median(ttft), "decode_tokens_per_s": statistics.median(tps),
             "ttft_s_all": ttft, "decode_tokens_per_s_all": tps, "peak_rss_mb": peak_rss_mb(),
             "token_ids": runs[0].token_ids, "ids_identical_across_runs": all(r.token_ids == runs[0].token_ids

@@ -317,7 +317,8 @@ def _cmd_bench(args) -> int:
         if args.json:
             print(json.dumps(report))
         else:
-            print(f"{args.model} [{report['backend']}, {args.threads} threads]: prompt {report['prompt_tokens']} "
+            runtime = " ".join(filter(None, (report["backend"], report["inference_precision"])))
+            print(f"{args.model} [{runtime}, {args.threads} threads]: prompt {report['prompt_tokens']} "
                   f"tokens, {report['new_tokens']} new; TTFT {report['ttft_s'] * 1e3:.1f} ms; decode "
                   f"{report['decode_tokens_per_s']:.1f} tokens/s; peak RSS {report['peak_rss_mb']:.0f} MB "
                   f"(medians of {args.repeat} after a warm-up; load {load_s:.2f} s)")

@@ -2,6 +2,8 @@
 state reset between generations, padded batches, weight compression, and bad input."""
 
 import shutil
+import subprocess
+import sys
 
 import openvino as ov
 import pytest
@@ -122,6 +124,16 @@ def test_inference_precision_is_f32_unless_asked(export_dir):
                 luodi.load(folder, inference_precision=precision)
     with pytest.raises(LuodiError, match="^unknown inference precision 'int8'; choose one of f32, bf16, f16$"):
         luodi.load(folder, inference_precision="int8")
+
+
+def test_bench_names_the_inference_precision(export_dir):
+    folder = export_dir("tiny-llama", "openvino")
+    args = [sys.executable, "-m", "luodi", "bench", str(folder), "--prompt-tokens", "8", "--new-tokens", "3",
+            "--repeat", "1"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0 and f"{folder} [openvino f32, 2 threads]" in proc.stdout, proc.stderr
+    proc = subprocess.run([*args, "--inference-precision", "bf17"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "invalid choice: 'bf17'" in proc.stderr
 
 
 def test_unknown_device(export_dir):

@@ -42,6 +42,7 @@ class Backend(ABC):
     logits_window: int | None = None  # the longest step whose every position's logits are returned (None: any)
     weight_bytes: int | None = None  # what one step reads, the cost a draft model is weighed by (None: unknown)
     source: str | None = None  # sha256 of the checkpoint the export was made from (None: unknown)
+    inference_precision: str | None = None  # what the runtime computes in, where chosen at load (OpenVINO)
 
     def kept_rows(self, seq: int) -> int:
         """How many positions' logits a step of `seq` tokens returns."""

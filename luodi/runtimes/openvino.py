@@ -72,6 +72,7 @@ class OpenVinoBackend(Backend):
                  hint: str = "LATENCY", fp32: bool = True, precision: str = "f32"):
         ov = import_openvino()
         self.spec, self.max_context, self.vocab_size = spec, spec["max_context"], spec["vocab_size"]
+        self.inference_precision = precision
         core = ov.Core()
         if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} | {
                 "AUTO", "HETERO", "MULTI"}:
