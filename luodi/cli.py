@@ -61,8 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
-    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
-                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
+    _add_inference_precision(p)
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--threads", type=int)
@@ -87,8 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
-    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
-                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
+    _add_inference_precision(p)
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
@@ -109,8 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=2048, help="score at most this many tokens of the text")
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"])
     p.add_argument("--threads", type=int)
-    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
-                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
+    _add_inference_precision(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bundle", help="pack an export folder into one deployment artifact for a device")
@@ -226,6 +223,11 @@ def _print_engine(info: dict, max_context: int) -> None:
     if current_arch() is None and info.get("kv_dtype") != "bfloat16":
         print("  running the engine needs an NVIDIA GPU (none here); `luodi generate DIR --backend ort` runs "
               "the same graph under ONNX Runtime CPU")
+
+
+def _add_inference_precision(p) -> None:
+    p.add_argument("--inference-precision", choices=INFERENCE_PRECISIONS, default="f32",
+                   help="what OpenVINO computes in (bf16/f16 where the CPU has them: faster, not fp32-faithful)")
 
 
 def _add_speculation(p) -> None:
