@@ -133,12 +133,13 @@ def _bytes(value_type: onnx.TypeProto, dims: dict[str, int]) -> int:
 def _computed_from_weights(proto: onnx.ModelProto) -> set[str]:
     """Outputs of nodes that read only weights and constants (e.g. the Cast of a quantized export's fp16
     scales, half_scales.py): ONNX Runtime folds them into weights when the session loads."""
-    constant = {i.name for i in proto.graph.initializer}
+    weights = {i.name for i in proto.graph.initializer}
+    constant = set(weights)
     for node in proto.graph.node:
         inputs = [name for name in node.input if name]
         if node.op_type == "Constant" or (inputs and all(name in constant for name in inputs)):
             constant.update(name for name in node.output if name)
-    return constant - {i.name for i in proto.graph.initializer}
+    return constant - weights
 
 
 def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
