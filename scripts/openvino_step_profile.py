@@ -1,11 +1,11 @@
 """Time an OpenVINO IR's decode steps and prefill in a plain loop, with the CPU plugin's per-op split.
 
 Runs a stateful IR (a luodi export's or optimum-intel's) without any pipeline around it: a prompt of
---prompt-tokens ids, then --steps one-token steps, three times; prints the median step and prefill times
-and, from the last pass, milliseconds by (op type, kernel) from PERF_COUNT for the prefill and per decode
-step. Two IRs whose splits match run the same kernels (luodi's and optimum-intel's): what is left to a
-runtime around them. Compile properties are the plugin's defaults plus --threads and any --property
-KEY=VALUE (e.g. INFERENCE_PRECISION_HINT=f32).
+--prompt-tokens ids four times (the first a warm-up), then on another infer request the prompt and --steps
+one-token steps, three times; prints the median prefill and step times and, from the last of each,
+milliseconds by (op type, kernel) from PERF_COUNT. Two IRs whose splits match run the same kernels (luodi's
+and optimum-intel's): what is left to a runtime around them. Compile properties are the plugin's defaults
+plus --threads and any --property KEY=VALUE (e.g. INFERENCE_PRECISION_HINT=f32).
 usage: python scripts/openvino_step_profile.py MODEL.xml [--property KEY=VALUE ...] [--steps 64]
 [--prompt-tokens 37]
 """
