@@ -1,11 +1,14 @@
-"""Time only the MatMulNBits nodes of ONNX graphs at one position: the floor of an int4/int8 decode step.
+"""Time only the weight products of ONNX graphs: the floor of a decode or verifying step.
 
-Builds, for each graph, a graph of just its MatMulNBits nodes (with the nodes that compute their constant
-inputs, as a Cast of fp16 scales), each fed its own one-position input, and times it with ONNX Runtime on the CPU.
-Beside a whole decode step of the same graphs (scripts/step_time_ab.py), it says how much of a step the
-weights' kernel takes, which no graph rewrite or runtime around it can remove: if one graph's kernel alone
-takes 0.85 of another's whole step, the first cannot decode 1.25x faster than the other on that kernel.
-usage: python scripts/kernel_floor.py MODEL.onnx ... [--threads 2] [--runs 200] [--rounds 3]
+Builds, for each graph, a graph of just its products with constant weights (MatMulNBits for int4/int8 exports;
+MatMul and FusedMatMul with an initializer as the weight for fp32 ones), with the nodes that compute their
+constant inputs (as a Cast of fp16 scales), each fed its own input of P positions, and times it with ONNX
+Runtime on the CPU. Beside a whole step of the same graph (scripts/step_time_ab.py), it says how much of a
+step the weights' kernels take, which no graph rewrite or runtime around them can remove: if one graph's
+kernels alone take 0.85 of another's whole step, the first cannot decode 1.25x faster than the other on those
+kernels; if the kernels grow by 5 ms from 1 to 8 positions, a step verifying 7 drafts costs at least 5 ms more
+than a plain one.
+usage: python scripts/kernel_floor.py MODEL.onnx ... [--positions 1,8] [--threads 2] [--runs 200] [--rounds 3]
 """
 
 import argparse
@@ -18,21 +21,34 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 
-OP = "MatMulNBits"
 
 
-def kernel_graph(path: str) -> tuple[onnx.ModelProto, int]:
-    """(a graph of the model's MatMulNBits nodes, each reading a [1, 1, K] input of its own; how many there are)."""
+def weight_product(node: onnx.NodeProto, initializers: dict) -> tuple[int, int] | None:
+    """(K, N) of a product of an activation by constant weights: a MatMulNBits, or a MatMul / FusedMatMul whose
+    weight is a 2-D initializer (FusedMatMul's transB read); None for any other node."""
+    attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    if node.op_type == "MatMulNBits":
+        return attributes["K"], attributes["N"]
+    weight = initializers.get(node.input[1]) if node.op_type in ("MatMul", "FusedMatMul") else None
+    if weight is None or len(weight.dims) != 2 or attributes.get("transA", 0):
+        return None
+    k, n = weight.dims
+    return (n, k) if attributes.get("transB", 0) else (k, n)
+
+
+def kernel_graph(path: str, positions: int) -> tuple[onnx.ModelProto, int]:
+    """(a graph of the model's products with constant weights, each reading a [1, positions, K] input of its own;
+    how many there are)."""
     model = onnx.load(path)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
     producers = {output: index for index, node in enumerate(model.graph.node) for output in node.output}
     nodes, inputs, outputs, constants, helpers = [], [], [], {}, set()
-    for index, node in enumerate(n for n in model.graph.node if n.op_type == OP):
-        attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    products = [(node, shape) for node in model.graph.node if (shape := weight_product(node, initializers))]
+    for index, (node, (k, n)) in enumerate(products):
         x, y = f"x{index}", f"y{index}"
-        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 1, attributes["K"]]))
-        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, 1, attributes["N"]]))
-        copy = helper.make_node(OP, [x, *node.input[1:]], [y], domain=node.domain)
+        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, positions, k]))
+        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, positions, n]))
+        copy = helper.make_node(node.op_type, [x, *node.input[1:]], [y], domain=node.domain)
         copy.attribute.extend(node.attribute)
         nodes.append(copy)
         pending = [name for name in node.input[1:] if name]
@@ -44,14 +60,14 @@ def kernel_graph(path: str) -> tuple[onnx.ModelProto, int]:
                 helpers.add(producers[name])
                 pending += [source for source in model.graph.node[producers[name]].input if source]
     ordered = [model.graph.node[index] for index in sorted(helpers)]  # in the model's (topological) order
-    graph = helper.make_graph(ordered + nodes, f"{OP} only", inputs, outputs, list(constants.values()))
+    graph = helper.make_graph(ordered + nodes, "weight products only", inputs, outputs, list(constants.values()))
     result = helper.make_model(graph, opset_imports=model.opset_import)
     result.ir_version = model.ir_version
     return result, len(nodes)
 
 
 def time_graph(model: onnx.ModelProto, threads: int, runs: int) -> float:
-    """Median ms of one run of the graph on random one-position inputs (after a tenth of the runs as warm-up)."""
+    """Median ms of one run of the graph on random inputs (after a tenth of the runs as warm-up)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -68,14 +84,17 @@ def time_graph(model: onnx.ModelProto, threads: int, runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+")
+    parser.add_argument("--positions", default="1", help="comma-separated positions per step, e.g. 1,8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="the graphs alternate this many times")
     args = parser.parse_args()
-    graphs = {path: kernel_graph(path) for path in args.models}
+    positions = [int(p) for p in args.positions.split(",")]
+    graphs = {(path, p): kernel_graph(path, p) for path in args.models for p in positions}
     for _ in range(args.rounds):
-        for path, (graph, count) in graphs.items():
-            print(f"{path}: {count} {OP} nodes, {time_graph(graph, args.threads, args.runs):.2f} ms per run")
+        for (path, p), (graph, count) in graphs.items():
+            print(f"{path}: {count} weight products, {p} position(s), "
+                  f"{time_graph(graph, args.threads, args.runs):.2f} ms per run", flush=True)
 
 
 if __name__ == "__main__":
