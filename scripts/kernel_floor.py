@@ -21,8 +21,6 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 
-
-
 def weight_product(node: onnx.NodeProto, initializers: dict) -> tuple[int, int] | None:
     """(K, N) of a product of an activation by constant weights: a MatMulNBits, or a MatMul / FusedMatMul whose
     weight is a 2-D initializer (FusedMatMul's transB read); None for any other node."""
@@ -36,7 +34,7 @@ def weight_product(node: onnx.NodeProto, initializers: dict) -> tuple[int, int] 
     return (n, k) if attributes.get("transB", 0) else (k, n)
 
 
-def kernel_graph(path: str, positions: int) -> tuple[onnx.ModelProto, int]:
+def kernel_graph(path: str) -> tuple[onnx.ModelProto, int]:
     """(a graph of the model's products with constant weights, each reading a [1, positions, K] input of its own;
     how many there are)."""
     model = onnx.load(path)
@@ -46,8 +44,8 @@ def kernel_graph(path: str, positions: int) -> tuple[onnx.ModelProto, int]:
     products = [(node, shape) for node in model.graph.node if (shape := weight_product(node, initializers))]
     for index, (node, (k, n)) in enumerate(products):
         x, y = f"x{index}", f"y{index}"
-        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, positions, k]))
-        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, positions, n]))
+        inputs.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, "positions", k]))
+        outputs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, "positions", n]))
         copy = helper.make_node(node.op_type, [x, *node.input[1:]], [y], domain=node.domain)
         copy.attribute.extend(node.attribute)
         nodes.append(copy)
@@ -66,13 +64,19 @@ def kernel_graph(path: str, positions: int) -> tuple[onnx.ModelProto, int]:
     return result, len(nodes)
 
 
-def time_graph(model: onnx.ModelProto, threads: int, runs: int) -> float:
-    """Median ms of one run of the graph on random inputs (after a tenth of the runs as warm-up)."""
+def kernel_session(path: str, threads: int) -> tuple[ort.InferenceSession, int]:
+    """(an ONNX Runtime CPU session of the model's weight products, how many there are)."""
+    model, count = kernel_graph(path)
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), count
+
+
+def time_run(session: ort.InferenceSession, positions: int, runs: int) -> float:
+    """Median ms of one run on random inputs of this many positions (after a tenth of the runs as warm-up)."""
     rng = np.random.default_rng(0)
-    feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in session.get_inputs()}
+    feeds = {i.name: rng.standard_normal([1, positions, i.shape[2]]).astype(np.float32)
+             for i in session.get_inputs()}
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -90,11 +94,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="the graphs alternate this many times")
     args = parser.parse_args()
     positions = [int(p) for p in args.positions.split(",")]
-    graphs = {(path, p): kernel_graph(path, p) for path in args.models for p in positions}
+    sessions = {path: kernel_session(path, args.threads) for path in args.models}
     for _ in range(args.rounds):
-        for (path, p), (graph, count) in graphs.items():
-            print(f"{path}: {count} weight products, {p} position(s), "
-                  f"{time_graph(graph, args.threads, args.runs):.2f} ms per run", flush=True)
+        for path, (session, count) in sessions.items():
+            for p in positions:
+                print(f"{path}: {count} weight products, {p} position(s), "
+                      f"{time_run(session, p, args.runs):.2f} ms per run", flush=True)
 
 
 if __name__ == "__main__":

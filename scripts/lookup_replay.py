@@ -31,7 +31,7 @@ from luodi.runtimes.speculative import MAX_DRAFT_TOKENS, DraftLength
 def other_continuations(lookup: PromptLookup, context: list[int], room: int):
     """Every continuation of every earlier occurrence of the context's suffixes, longest suffix first, latest first."""
     tokens = np.asarray(context)
-    keys = tokens if lookup.classes is None else lookup._classes_of(tokens)
+    keys = lookup.keys(tokens)
     for n in range(lookup.max_ngram, lookup.min_ngram - 1, -1):
         if len(tokens) > n:
             for start in np.flatnonzero((sliding_window_view(keys[:-1], n) == keys[-n:]).all(axis=1))[::-1]:

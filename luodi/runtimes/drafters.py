@@ -45,7 +45,7 @@ class PromptLookup:
     def look(self, context: list[int], k: int) -> Draft:
         """Up to k tokens continuing an earlier occurrence of the context's longest matching suffix."""
         tokens = np.asarray(context)
-        keys = tokens if self.classes is None else self._classes_of(tokens)
+        keys = self.keys(tokens)
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
             if len(tokens) <= n:
                 continue
@@ -57,8 +57,11 @@ class PromptLookup:
                 return Draft(tokens[follow:follow + k].tolist(), kind=min(n, LONG_MATCH))
         return Draft([])
 
-    def _classes_of(self, tokens: np.ndarray) -> np.ndarray:
-        """Each token's class; ids beyond the tokenizer's vocabulary (a model's padding rows) are their own."""
+    def keys(self, tokens: np.ndarray) -> np.ndarray:
+        """What each token matches by: its class (ids beyond the tokenizer's vocabulary, a model's padding rows,
+        are their own), or the token itself without classes."""
+        if self.classes is None:
+            return tokens
         known = tokens < len(self.classes)
         return np.where(known, self.classes[np.where(known, tokens, 0)], tokens)
 
