@@ -21,7 +21,6 @@ import argparse
 import statistics
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 import luodi
 from luodi.runtimes.drafters import PromptLookup
@@ -31,11 +30,9 @@ from luodi.runtimes.speculative import MAX_DRAFT_TOKENS, DraftLength
 def other_continuations(lookup: PromptLookup, context: list[int], room: int):
     """Every continuation of every earlier occurrence of the context's suffixes, longest suffix first, latest first."""
     tokens = np.asarray(context)
-    keys = lookup.keys(tokens)
-    for n in range(lookup.max_ngram, lookup.min_ngram - 1, -1):
-        if len(tokens) > n:
-            for start in np.flatnonzero((sliding_window_view(keys[:-1], n) == keys[-n:]).all(axis=1))[::-1]:
-                yield tokens[start + n:start + n + room].tolist()
+    for n, starts in lookup.matches(tokens):
+        for start in starts[::-1]:
+            yield tokens[start + n:start + n + room].tolist()
 
 
 def branches_for(lookup, context: list[int], tokens: list[int], room: int, count: int, each: int) -> list[list[int]]:

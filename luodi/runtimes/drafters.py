@@ -45,23 +45,28 @@ class PromptLookup:
     def look(self, context: list[int], k: int) -> Draft:
         """Up to k tokens continuing an earlier occurrence of the context's longest matching suffix."""
         tokens = np.asarray(context)
-        keys = self.keys(tokens)
+        match = next(self.matches(tokens), None)
+        if match is None:
+            return Draft([])
+        n, starts = match
+        ahead = starts[starts + n > self.anchor] if self.anchor is not None else starts[:0]
+        follow = (ahead[0] if ahead.size else starts[-1]) + n
+        self.anchor = follow
+        return Draft(tokens[follow:follow + k].tolist(), kind=min(n, LONG_MATCH))
+
+    def matches(self, tokens: np.ndarray):
+        """(n, where they occurred before) for each length n of the text's last n tokens that did occur earlier,
+        longest first: the occurrences a draft may continue."""
+        keys = tokens if self.classes is None else self._classes_of(tokens)
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
             if len(tokens) <= n:
                 continue
             starts = np.flatnonzero((sliding_window_view(keys[:-1], n) == keys[-n:]).all(axis=1))
             if starts.size:
-                ahead = starts[starts + n > self.anchor] if self.anchor is not None else starts[:0]
-                follow = (ahead[0] if ahead.size else starts[-1]) + n
-                self.anchor = follow
-                return Draft(tokens[follow:follow + k].tolist(), kind=min(n, LONG_MATCH))
-        return Draft([])
+                yield n, starts
 
-    def keys(self, tokens: np.ndarray) -> np.ndarray:
-        """What each token matches by: its class (ids beyond the tokenizer's vocabulary, a model's padding rows,
-        are their own), or the token itself without classes."""
-        if self.classes is None:
-            return tokens
+    def _classes_of(self, tokens: np.ndarray) -> np.ndarray:
+        """Each token's class; ids beyond the tokenizer's vocabulary (a model's padding rows) are their own."""
         known = tokens < len(self.classes)
         return np.where(known, self.classes[np.where(known, tokens, 0)], tokens)
 
