@@ -3,9 +3,9 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundles import check_paths, check_requirements, check_schema, is_tar_name, unpack_bundle
+from .bundles import check_folder, check_requirements, is_tar_name, unpack_bundle, validated
 from .errors import LuodiError
-from .manifest import read_manifest, verify_files
+from .manifest import read_manifest
 from .runtimes import open_backend
 from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
@@ -202,9 +202,8 @@ def load(path_or_name, backend: str | None = None, threads: int | None = None, v
     folder = unpack_bundle(path, verify, Path(cache_dir) if cache_dir else None) if is_tar_name(path) else path
     if (folder / "manifest.json").is_file() and backend != "torch":
         manifest = read_manifest(folder)
-        check_schema(manifest, str(path))
-        verify_files(folder, manifest, checksums=verify)
-        check_paths(folder, manifest)
+        validated(manifest, str(path))
+        check_folder(folder, manifest, checksums=verify)
         if backend in (None, manifest["backend"]):
             check_requirements(manifest.get("requires", {}), where=str(path))
         runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device,

@@ -4,12 +4,11 @@ import json
 import time
 from pathlib import Path
 
+from .contract import FORMAT, FORMAT_VERSION
 from .errors import CorruptModelError, ManifestMismatchError
 from .fileio import sha256_file, write_text_atomic
 
 MANIFEST = "manifest.json"
-FORMAT = "luodi-export"
-FORMAT_VERSION = 1
 
 
 def file_entries(folder: Path) -> dict:

@@ -11,6 +11,8 @@ import numpy as np
 from .errors import CorruptModelError
 
 
+# the files Tokenizer reads from a folder: tokenizer.json (required), then its config and chat template if present
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 SPACE_MARKS = ("Ġ", "▁")  # how byte-level BPE and SentencePiece vocabularies write a leading space
 
 
@@ -35,12 +37,12 @@ class Tokenizer:
 
         folder = Path(folder)
         try:
-            self._tok = FastTokenizer.from_file(str(folder / "tokenizer.json"))
-            config = json.loads((folder / "tokenizer_config.json").read_text()) if (
-                folder / "tokenizer_config.json").is_file() else {}
+            self._tok = FastTokenizer.from_file(str(folder / TOKENIZER_FILES[0]))
+            config = json.loads((folder / TOKENIZER_FILES[1]).read_text()) if (
+                folder / TOKENIZER_FILES[1]).is_file() else {}
         except Exception as e:
             raise CorruptModelError(f"{folder}: cannot read the tokenizer ({e})") from None
-        template_file = folder / "chat_template.jinja"
+        template_file = folder / TOKENIZER_FILES[2]
         self.chat_template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
         self.special = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
         self.eos_token_id = self.token_id(self.special["eos_token"])

@@ -1,77 +1,126 @@
-"""Checks on a bundle's manifest and on the files its model refers to, shared by `luodi verify` and luodi.load.
+"""The one check of every file a bundle or export refers to, shared by `luodi verify`, luodi.load, `luodi bundle`
+and `luodi triton`.
 
-The manifest is untrusted input: it is checked for shape before anything reads a path from it, every file
-name must be a plain relative path inside the bundle, and every file the runtime will open (the model, its
-ONNX external data, the OpenVINO weights, the TensorRT engine) must be one the manifest lists, so it has been
-size- and checksum-checked and cannot point outside.
+The manifest is untrusted: `validated()` reads it field by field (contract.Manifest) before anything uses it.
+Then every file the runtime, the tokenizer or Triton may open (the model file whatever its name, every
+external-data location in every graph file, the OpenVINO weights, the TensorRT engine, the embedding table,
+the tokenizer files) must be a plain relative name that the manifest lists, so it has been size- and
+checksum-checked; in a folder each listed file must also be a regular file inside it, reached through no link.
 """
 
-import re
+import os
+import stat
 from pathlib import Path, PurePosixPath
 
-from ..errors import ManifestMismatchError
+from ..contract import Manifest, member_name_problem
+from ..errors import CorruptModelError, ManifestMismatchError
+from ..manifest import verify_files
+from ..tokenizer import TOKENIZER_FILES
 from .onnx_external_data import external_data_locations
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_REQUIRED = {"format_version": int, "backend": str, "model_file": str, "max_context": int, "spec": dict,
-             "io": dict, "generation": dict, "files": dict}
-_SPEC_INTS = ("vocab_size", "num_layers", "num_kv_heads", "head_dim", "max_context")
+ONNX_BACKENDS = ("ort", "tensorrt")  # backends whose model file is an ONNX graph, whatever its name
+
+
+def validated(manifest: dict, where: str) -> Manifest:
+    """The typed manifest, every field checked (types, ranges, names); raises naming the first problem."""
+    return Manifest.from_json(manifest, where)
 
 
 def check_member_name(name: str, where: str) -> str:
     """A file name inside a bundle: relative, '/'-separated, no '..', '.', empty or absolute parts."""
-    path = PurePosixPath(name)
-    if (not name or "\\" in name or "\x00" in name or path.is_absolute() or name != path.as_posix()
-            or any(part in ("..", ".", "") for part in name.split("/"))):
-        raise ManifestMismatchError(f"{where}: path {name!r} escapes the bundle or is not a plain relative path")
+    if problem := member_name_problem(name):
+        raise ManifestMismatchError(f"{where}: {problem}")
     return name
 
 
-def check_schema(manifest: dict, where: str) -> None:
-    """The keys and types the runtime relies on, and well-formed file entries."""
-    for key, kind in _REQUIRED.items():
-        if not isinstance(manifest.get(key), kind):
-            raise ManifestMismatchError(f"{where}: manifest field {key!r} is missing or not a {kind.__name__}")
-    for key in _SPEC_INTS:
-        if not isinstance(manifest["spec"].get(key), int) or manifest["spec"][key] <= 0:
-            raise ManifestMismatchError(f"{where}: manifest spec.{key} is missing or not a positive integer")
-    requires = manifest.get("requires", {})
-    if not isinstance(requires, dict) or not all(isinstance(v, str) for v in requires.values()):
-        raise ManifestMismatchError(f"{where}: manifest field 'requires' must map package names to versions")
-    for name, entry in manifest["files"].items():
-        check_member_name(name, where)
-        if (not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or entry["bytes"] < 0
-                or not isinstance(entry.get("sha256"), str) or not _SHA256.fullmatch(entry["sha256"])):
-            raise ManifestMismatchError(f"{where}: manifest entry for {name} needs integer bytes and a sha256")
+def graph_files(manifest: dict) -> list[str]:
+    """The files read as ONNX graphs: the model file of an ONNX backend and every listed `.onnx` file."""
+    names = [manifest["model_file"]] if manifest["backend"] in ONNX_BACKENDS else []
+    return names + sorted(n for n in manifest["files"] if n.endswith(".onnx") and n not in names)
 
 
-def referenced_files(manifest: dict) -> list[str]:
-    """The files the manifest itself names for the runtime to open (before looking inside the model)."""
-    names = [manifest["model_file"]]
-    engine = (manifest.get("tensorrt") or {}).get("engine_file")
-    if engine:
+def external_data_files(manifest: dict, graph_path) -> dict[str, list[str]]:
+    """{graph file: the bundle files its tensors' external data name}, each name checked to stay inside.
+    `graph_path(name)` gives where to read a graph file (the folder, or a copy taken out of an archive)."""
+    found = {}
+    for graph in graph_files(manifest):
+        parent = PurePosixPath(graph).parent
+        names = []
+        for location in sorted(external_data_locations(graph_path(graph))):
+            name = check_member_name(location, f"{graph}'s external data location")
+            names.append((parent / name).as_posix() if str(parent) != "." else name)
+        found[graph] = names
+    return found
+
+
+def _openvino_weights(manifest: dict, model_path: Path) -> list[str]:
+    """An OpenVINO model file must be an IR (.xml, XML inside); OpenVINO reads its weights from the .bin beside it."""
+    model_file = manifest["model_file"]
+    with open(model_path, "rb") as f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not model_file.endswith(".xml") or not head.startswith(b"<"):
+        raise CorruptModelError(f"{model_file}: an openvino bundle's model must be an OpenVINO IR (.xml)")
+    return [str(PurePosixPath(model_file).with_suffix(".bin"))]
+
+
+def referenced_files(manifest: dict, file_path, where: str) -> list[str]:
+    """Every bundle file the runtime, the tokenizer or Triton may open, read from the manifest and from inside
+    the graph files, each checked to be listed before it is read. `file_path(name)` gives where a listed
+    model or graph file can be read (the folder, or a copy taken out of an archive)."""
+    names = [manifest["model_file"], *manifest.get("tokenizer_files", []), TOKENIZER_FILES[0]]
+    if engine := (manifest.get("tensorrt") or {}).get("engine_file"):
         names.append(engine)
-    if manifest["model_file"].endswith(".xml"):
-        names.append(str(PurePosixPath(manifest["model_file"]).with_suffix(".bin")))
+    if table := manifest.get("embedding_table"):
+        names.append(table["file"])
+    check_listed(names, manifest, where)
+    if manifest["backend"] == "openvino":
+        names += _openvino_weights(manifest, file_path(manifest["model_file"]))
+    for data in external_data_files(manifest, file_path).values():
+        names += data
+    names = list(dict.fromkeys(names))
+    check_listed(names, manifest, where)
     return names
 
 
-def check_paths(folder: Path, manifest: dict, model_path: Path | None = None) -> None:
-    """Every file the runtime opens is a listed file of the bundle; ONNX external data included.
+def check_listed(names: list[str], manifest: dict, where: str) -> None:
+    """Each referenced name is a plain relative name the manifest lists (so it was size- and sha256-checked)."""
+    for name in names:
+        check_member_name(name, where)
+        if name not in manifest["files"]:
+            raise ManifestMismatchError(f"{where}: {name} is used by the model but is not a listed file of "
+                                        "the bundle")
 
-    `model_path` reads the model from elsewhere (a copy being verified straight from a tar archive)."""
-    listed = manifest["files"]
-    for name in referenced_files(manifest):
-        check_member_name(name, f"{folder}: the manifest's model files")
-        if name not in listed:
-            raise ManifestMismatchError(f"{folder}: {name} is used by the model but not listed in the manifest")
-    model_file = manifest["model_file"]
-    if not model_file.endswith(".onnx"):
-        return
-    model_dir = PurePosixPath(model_file).parent
-    for location in sorted(external_data_locations(model_path or Path(folder) / model_file)):
-        name = (model_dir / location).as_posix() if str(model_dir) != "." else location
-        check_member_name(name, f"{folder}: {model_file}'s external data")
-        if name not in listed:
-            raise ManifestMismatchError(f"{folder}: {model_file} points at external data {location!r}, "
-                                        "which is not a file of the bundle")
+
+def _regular_inside(root: Path, name: str) -> None:
+    """folder/name is a regular file reached through no link, inside the folder."""
+    path = root
+    for part in name.split("/"):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise CorruptModelError(f"{root}: missing file {name}") from None
+        if stat.S_ISLNK(mode):
+            raise ManifestMismatchError(f"{root}: {name} goes through a link; bundles hold regular files only")
+    if not stat.S_ISREG(mode):
+        raise ManifestMismatchError(f"{root}: {name} is not a regular file")
+
+
+def check_folder(folder: Path, manifest: dict, checksums: bool = True) -> list[str]:
+    """The one check of a bundle or export folder (`manifest` already validated): no link anywhere in it, every
+    listed file regular and inside, every file the model, tokenizer or Triton opens listed, no tokenizer file
+    the tokenizer would read unlisted, then every listed file's size and (unless checksums=False) sha256.
+    Returns the referenced files."""
+    root = Path(folder)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            raise ManifestMismatchError(f"{root}: {path.relative_to(root).as_posix()} is a link; bundles hold "
+                                        "regular files only")
+    for name in manifest["files"]:
+        _regular_inside(root, check_member_name(name, str(root)))
+    for name in TOKENIZER_FILES:
+        if os.path.lexists(root / name) and name not in manifest["files"]:
+            raise ManifestMismatchError(f"{root}: {name} is read by the tokenizer but not listed in the manifest")
+    names = referenced_files(manifest, lambda name: root / name, str(root))
+    verify_files(root, manifest, checksums)
+    return names

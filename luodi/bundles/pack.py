@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..errors import LuodiError, ManifestMismatchError
 from ..fileio import atomic_folder, sha256_file, write_bytes_atomic
-from ..manifest import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest, verify_files
-from .checks import check_paths, check_schema
+from ..manifest import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
+from .checks import check_folder, validated
 from .readme import device_readme
 from .requirements import requirements_for
 
@@ -100,9 +100,8 @@ def make_bundle(export_dir: Path, out: Path) -> Path:
     packed; the bundle records the runtime versions installed here as its minimum requirements."""
     export_dir, out = Path(export_dir), Path(out)
     export = read_manifest(export_dir)
-    check_schema(export, str(export_dir))
-    verify_files(export_dir, export)
-    check_paths(export_dir, export)
+    validated(export, str(export_dir))
+    check_folder(export_dir, export)
     if README in export["files"]:
         raise LuodiError(f"{export_dir}: the export already has a {README}; bundles write their own")
     if out.resolve() == export_dir.resolve() or out.resolve().is_relative_to(export_dir.resolve()):

@@ -1,6 +1,6 @@
 """The README.md that travels inside a bundle: what the model is, what the device needs, how to run it."""
 
-from .requirements import RUNTIMES
+from ..contract import RUNTIMES
 
 
 def _mb(value) -> str:
@@ -11,7 +11,7 @@ def device_readme(manifest: dict, bundle_name: str) -> str:
     """Markdown for the device: the model, memory needs, the runtime to install, and the three commands."""
     memory = manifest.get("memory", {})
     activations = memory.get("activations", {}).get("prefill_max_context", {})
-    _, extra = RUNTIMES[manifest["backend"]]
+    extra = RUNTIMES[manifest["backend"]].extra
     requires = ", ".join(f"{k} >= {v}" for k, v in manifest.get("requires", {}).items())
     source = manifest.get("source", {}).get("name", "model")
     return f"""# {source} ({manifest['backend']}, {manifest.get('precision', 'fp32')})

@@ -1,19 +1,17 @@
 """What a bundle needs installed to run: its backend's runtime package (at least the version it was made with)
-and luodi itself, with errors that name the pip extra to install."""
+and luodi itself, with errors that name the pip extra to install.
 
-import importlib
+Versions come from installed distributions' metadata alone (importlib.metadata): a manifest's `requires` may
+name only the runtimes in contract.REQUIREMENT_NAMES (the manifest check refuses others), and nothing is
+imported because a manifest names it.
+"""
+
 import importlib.metadata
 import re
 
 from .. import __version__
+from ..contract import RUNTIMES
 from ..errors import LuodiError
-
-# backend -> (module to import, the pip extra that installs it)
-RUNTIMES = {
-    "ort": ("onnxruntime", "runtime-ort"),
-    "openvino": ("openvino", "runtime-openvino"),
-    "tensorrt": ("tensorrt_rtx", "tensorrt"),
-}
 
 
 def numeric_version(text: str) -> tuple[int, ...]:
@@ -25,15 +23,14 @@ def numeric_version(text: str) -> tuple[int, ...]:
 
 
 def installed_version(module: str) -> str | None:
-    """The version of an importable runtime module, or None when it is not installed."""
-    try:
-        return importlib.metadata.version(module.replace("_", "-"))
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:  # a differently named distribution (onnxruntime-gpu, ...) provides the module
-        return str(importlib.import_module(module).__version__)
-    except (ImportError, AttributeError):
-        return None
+    """The version of the installed distribution that provides `module` (onnxruntime-gpu provides onnxruntime,
+    tensorrt-rtx-cu12 provides tensorrt_rtx), read from package metadata; None when none is installed."""
+    for distribution in importlib.metadata.packages_distributions().get(module, []):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def requirements_for(backend: str) -> dict:
@@ -41,19 +38,18 @@ def requirements_for(backend: str) -> dict:
     installed when the bundle is made (the versions it was exported and checked with)."""
     if backend not in RUNTIMES:
         raise LuodiError(f"no bundle support for backend {backend!r} (known: {', '.join(RUNTIMES)})")
-    module, extra = RUNTIMES[backend]
-    requires = {"luodi": __version__}
-    version = installed_version(module)
+    runtime = RUNTIMES[backend]
+    version = installed_version(runtime.module)
     if version is None:
-        raise LuodiError(f"{module} is not installed here, so its version cannot be recorded: "
-                         f"pip install 'luodi[{extra}]'")
-    requires[module] = ".".join(map(str, numeric_version(version)))
-    return requires
+        raise LuodiError(f"{runtime.module} is not installed here, so its version cannot be recorded: "
+                         f"pip install 'luodi[{runtime.extra}]'")
+    return {"luodi": __version__, runtime.module: ".".join(map(str, numeric_version(version)))}
 
 
 def check_requirements(requires: dict, where: str = "bundle") -> None:
-    """Refuse to run when a required package is missing or older than the recorded minimum."""
-    extras = {module: extra for module, extra in RUNTIMES.values()}
+    """Refuse to run when a required package is missing or older than the recorded minimum. `requires` comes
+    from a validated manifest: its names are known runtimes."""
+    extras = {r.module: r.extra for r in RUNTIMES.values()}
     for package, minimum in requires.items():
         found = __version__ if package == "luodi" else installed_version(package)
         install = f"pip install 'luodi[{extras[package]}]'" if package in extras else f"pip install -U {package}"

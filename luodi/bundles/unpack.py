@@ -16,7 +16,7 @@ from ..errors import CorruptModelError, ManifestMismatchError
 from ..fileio import atomic_folder
 from ..manifest import MANIFEST, parse_manifest, verify_files
 from ..paths import cache_dir
-from .checks import check_member_name, check_schema
+from .checks import check_member_name, validated
 
 MAX_MANIFEST_BYTES = 16 << 20
 _CHUNK = 1 << 22
@@ -36,8 +36,17 @@ def _read_manifest_member(tar: tarfile.TarFile, where: str) -> tuple[dict, bytes
         raise CorruptModelError(f"{where}: not a luodi bundle (its first member must be {MANIFEST})")
     raw = tar.extractfile(first).read()
     manifest = parse_manifest(raw, f"{where}:{MANIFEST}")
-    check_schema(manifest, where)
+    validated(manifest, where)
     return manifest, raw
+
+
+def read_archive_manifest(path: Path) -> tuple[dict, bytes]:
+    """A bundle archive's manifest (its first member), validated field by field, and its raw bytes."""
+    with _open(path) as tar:
+        try:
+            return _read_manifest_member(tar, str(path))
+        except _DAMAGED as e:
+            raise CorruptModelError(f"{path}: truncated or damaged archive ({e})") from None
 
 
 def _check_member(member: tarfile.TarInfo, manifest: dict, seen: set, where: str) -> dict:
@@ -120,11 +129,7 @@ def unpack_bundle(path: Path, verify: bool = True, cache: Path | None = None) ->
     written, files read-only), reused while its manifest is unchanged. A reused folder's files are checked
     against the manifest again (sizes always, sha256 unless verify=False)."""
     path = Path(path)
-    with _open(path) as tar:
-        try:
-            manifest, raw = _read_manifest_member(tar, str(path))
-        except _DAMAGED as e:
-            raise CorruptModelError(f"{path}: truncated or damaged archive ({e})") from None
+    manifest, raw = read_archive_manifest(path)
     final = _cache_folder(path, raw, cache or cache_dir() / "bundles")
     if (final / MANIFEST).is_file():
         verify_files(final, manifest, checksums=verify)

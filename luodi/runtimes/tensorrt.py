@@ -151,6 +151,7 @@ def open_tensorrt(folder: Path, manifest: dict) -> TensorRTBackend:
         raise LuodiError(f"{folder}: the engine was built for {info['arch']}; this GPU is {current_arch()}: "
                          f"re-export with --trt-arch {current_arch()}")
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    runtime.engine_host_code_allowed = False  # an engine never brings code to run (docs/SECURITY.md)
     engine = runtime.deserialize_cuda_engine((Path(folder) / info["engine_file"]).read_bytes())
     if engine is None:
         raise CorruptModelError(f"{folder}: {info['engine_file']} is not an engine {built} can load (corrupt?)")

@@ -1,0 +1,10 @@
+"""The contract between an export and whatever runs it: the manifest's typed form and the runtimes it names.
+
+Numpy-free and torch-free, so the runtime a device installs reads it as the exporter writes it.
+"""
+
+from .manifest import BACKENDS, FORMAT, FORMAT_VERSION, KV_LAYOUTS, Manifest, member_name_problem
+from .runtimes import REQUIREMENT_NAMES, RUNTIMES, Runtime
+
+__all__ = ["Manifest", "member_name_problem", "FORMAT", "FORMAT_VERSION", "BACKENDS", "KV_LAYOUTS", "RUNTIMES",
+           "REQUIREMENT_NAMES", "Runtime"]

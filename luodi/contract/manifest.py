@@ -1,0 +1,223 @@
+"""The manifest's typed form: every field luodi reads, with its type and range, validated before use.
+
+A manifest comes from an export folder or a bundle, and a bundle is attacker-controlled (an attacker who
+rewrites one recomputes its checksums too), so `Manifest.from_json` checks every field the runtime relies on
+(types, ranges, allowed values, file names that stay inside the bundle, token ids inside the vocabulary)
+before anything reads a path or sizes a buffer from it. Informational sections (passes, graph, parity,
+quantization, openvino) are only checked to be JSON objects: nothing decides anything from them.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from . import schema
+from .schema import rule
+
+FORMAT = "luodi-export"
+FORMAT_VERSION = 1
+BACKENDS = ("ort", "openvino", "tensorrt")
+KV_LAYOUTS = ("concat", "shared_buffer", "scatter_buffer", "stateful")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+KV_DTYPES = ("float32", "float16", "bfloat16")
+EMBEDDING_DTYPES = ("float32", "float16")
+# Upper bounds far above any model luodi exports, low enough that no buffer sized from them is absurd
+MAX_LAYERS, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN = 1024, 1024, 4096, 1 << 17
+MAX_VOCAB, MAX_CONTEXT, MAX_KV_BYTES_PER_TOKEN = 1 << 22, 1 << 21, 64 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"\d+(\.\d+){0,3}")
+
+
+def member_name_problem(name: str) -> str | None:
+    """Why `name` is not a plain relative '/'-separated path inside a bundle (absolute, '..', '.', empty
+    parts, backslashes, NUL), or None when it is one."""
+    if not isinstance(name, str):
+        return f"must be a file name, got {name!r:.60}"
+    path = PurePosixPath(name)
+    if (not name or "\\" in name or "\x00" in name or path.is_absolute() or name != path.as_posix()
+            or any(part in ("..", ".", "") for part in name.split("/"))):
+        return f"path {name!r:.200} escapes the bundle or is not a plain relative path"
+    return None
+
+
+def _members(names) -> str | None:
+    return next(filter(None, (member_name_problem(n) for n in names)), None)
+
+
+def _sha256_or_none(value) -> str | None:
+    return None if value is None or _SHA256.fullmatch(value) else "must be a lowercase hex sha256"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the exported weights came from (informational, and the draft/target identity check)."""
+
+    name: str = rule(check=lambda v: None if 0 < len(v) <= 200 else "must be 1 to 200 characters")
+    kind: str | None = None
+    origin: str | None = None
+    sha256: str | None = rule(default=None, check=_sha256_or_none)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model's structure: what the runtimes size their buffers and check ids from."""
+
+    model_type: str
+    family: str
+    vocab_size: int = rule(1, MAX_VOCAB)
+    hidden_size: int = rule(1, MAX_HIDDEN)
+    num_layers: int = rule(1, MAX_LAYERS)
+    num_heads: int = rule(1, MAX_HEADS)
+    num_kv_heads: int = rule(1, MAX_HEADS)
+    head_dim: int = rule(1, MAX_HEAD_DIM)
+    norm: str = rule(choices=("rms", "layer"))
+    norm_eps: float = rule(0.0, 1.0)
+    positions: str = rule(choices=("rope", "learned"))
+    activation: str = rule(choices=("silu", "gelu_tanh", "gelu"))
+    gated_mlp: bool
+    max_context: int = rule(1, MAX_CONTEXT)
+    tie_word_embeddings: bool
+    rotary_dim: int = rule(0, MAX_HEAD_DIM)
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """The graph's input and output names."""
+
+    inputs: list[str]
+    outputs: list[str]
+    kv_layout: str | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Generation defaults: the ids that end a sequence and pad a batch."""
+
+    eos_token_ids: list[int] = rule(0, MAX_VOCAB)
+    pad_token_id: int | None = rule(0, MAX_VOCAB, default=None)
+    bos_token_id: int | None = rule(0, MAX_VOCAB, default=None)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Weight and KV bytes (the activation plan is informational)."""
+
+    weight_bytes: int | None = rule(0, default=None)
+    kv_bytes_per_token: int | None = rule(0, MAX_KV_BYTES_PER_TOKEN, default=None)
+    kv_bytes_at_max_context: int | None = rule(0, default=None)
+    folded_weight_bytes: int | None = rule(0, default=None)
+    activations: dict | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingTableRef:
+    """Where the token-embedding rows live for a graph that takes inputs_embeds."""
+
+    file: str = rule(check=member_name_problem)
+    offset: int = rule(0)
+    shape: list[int] = rule(1, MAX_VOCAB * MAX_HIDDEN, check=lambda s: None if len(s) == 2 else "must have 2 dims")
+    dtype: str = rule(choices=EMBEDDING_DTYPES)
+
+
+@dataclass(frozen=True)
+class TensorRTInfo:
+    """The TensorRT engine's file and build facts."""
+
+    engine_file: str | None = rule(default=None, check=member_name_problem)
+    kv_dtype: str = rule(choices=KV_DTYPES, default="float32")
+    max_batch: int = rule(1, 4096, default=1)
+    profiles: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One listed file: its size and sha256."""
+
+    bytes: int = rule(0)
+    sha256: str = rule(check=lambda v: None if _SHA256.fullmatch(v) else "must be a lowercase hex sha256")
+
+
+def _requires_problem(requires: dict) -> str | None:
+    from .runtimes import REQUIREMENT_NAMES
+
+    for name, version in requires.items():
+        if name not in REQUIREMENT_NAMES:
+            return f"names {name!r:.60}, which is not a runtime luodi knows ({', '.join(REQUIREMENT_NAMES)})"
+        if not _VERSION.fullmatch(version):
+            return f"gives {name} the version {version!r:.60}, which is not a dotted version number"
+    return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json of an export folder or bundle, validated (`from_json`) before anything uses it."""
+
+    format: str = rule(choices=(FORMAT,))
+    format_version: int = rule(choices=(FORMAT_VERSION,))
+    backend: str = rule(choices=BACKENDS)
+    model_file: str = rule(check=member_name_problem)
+    max_context: int = rule(1, MAX_CONTEXT)
+    spec: ModelSpec
+    io: GraphIO
+    generation: Generation
+    files: dict[str, FileEntry] = rule(check=lambda files: _members(files))
+    precision: str = rule(choices=PRECISIONS, default="fp32")
+    kv_cache: str = rule(choices=KV_LAYOUTS, default="concat")
+    logits_window: int | None = rule(1, 4096, default=None)
+    logits: str | None = rule(choices=("last", "all"), default=None)  # before the logits window
+    source: Source = None  # (a field typed without `| None` may be left out, but is never null)
+    memory: Memory = None
+    embedding_table: EmbeddingTableRef | None = None
+    tensorrt: TensorRTInfo | None = None
+    tokenizer_files: list[str] = rule(default_factory=tuple, check=_members)
+    requires: dict[str, str] = rule(default_factory=dict, check=_requires_problem)
+    target: str | None = None
+    luodi_version: str | None = None
+    created: str | None = None
+    opset: int | None = None
+    bundle: dict = None
+    passes: dict = None
+    graph: dict = None
+    parity: dict | None = None
+    quantization: dict = None
+    openvino: dict = None
+
+    @classmethod
+    def from_json(cls, data, where: str) -> "Manifest":
+        """The manifest `data` (parsed JSON) checked field by field and across fields; raises a one-line
+        ManifestMismatchError naming the first problem and where the manifest came from."""
+        manifest = schema.read(cls, data, where)
+        manifest.validate(where)
+        return manifest
+
+    def validate(self, where: str) -> None:
+        """The checks that span fields: one max context, heads that group, ids inside the vocabulary, a KV
+        cache of sane size, and a table whose rows are the model's width."""
+        spec = self.spec
+        problems = [
+            (spec.max_context != self.max_context, f"spec.max_context {spec.max_context} differs from "
+                                                   f"max_context {self.max_context}"),
+            (spec.num_heads % spec.num_kv_heads != 0, f"spec.num_heads {spec.num_heads} is not a multiple of "
+                                                      f"spec.num_kv_heads {spec.num_kv_heads}"),
+            (spec.rotary_dim > spec.head_dim, f"spec.rotary_dim {spec.rotary_dim} exceeds head_dim {spec.head_dim}"),
+            (2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * 4 > MAX_KV_BYTES_PER_TOKEN,
+             "spec gives a KV cache of more than 64 MiB per token"),
+            (any(i >= spec.vocab_size for i in self.token_ids), f"generation names a token id outside the "
+                                                                f"vocabulary of {spec.vocab_size}"),
+            (self.embedding_table is not None and self.embedding_table.shape[1] != spec.hidden_size,
+             f"embedding_table rows are not {spec.hidden_size} wide"),
+            (self.backend == "tensorrt" and self.tensorrt is None, "backend tensorrt needs a tensorrt section"),
+        ]
+        for failed, problem in problems:
+            if failed:
+                raise schema.ManifestMismatchError(f"{where}: manifest {problem}")
+
+    @property
+    def token_ids(self) -> tuple[int, ...]:
+        """Every token id the generation defaults name."""
+        g = self.generation
+        return (*g.eos_token_ids, *(i for i in (g.pad_token_id, g.bos_token_id) if i is not None))
+
+    def to_json(self) -> dict:
+        """The manifest as a JSON object."""
+        return schema.to_json(self)
