@@ -1,5 +1,6 @@
 # luodi: `make export TARGET=ort|openvino|trt [TRT_ARCH=sm89]` sets up, exports the default model and prints a generation;
 # `make test`; `make bundle TARGET=... [MODEL=...]` packs the export into build/<model>-<target>.tar for a device.
+# `make export` and `make bundle` pass --force: they replace their own earlier export/bundle, never anything else.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 export: setup
-	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT) $(EXPORT_FLAGS)
+	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT) --force $(EXPORT_FLAGS)
 	$(PY) -m luodi generate $(OUT) $(GEN_FLAGS) --chat --prompt "$(PROMPT)" --max-new-tokens 64
 
 $(OUT)/manifest.json: | setup
@@ -43,7 +44,7 @@ bench: $(OUT)/manifest.json
 
 # One artifact for a device (model, tokenizer, chat template, defaults, manifest with checksums, README), checked.
 bundle: $(OUT)/manifest.json
-	$(PY) -m luodi bundle $(OUT) --out $(BUNDLE)
+	$(PY) -m luodi bundle $(OUT) --out $(BUNDLE) --force
 	$(PY) -m luodi verify $(BUNDLE)
 
 clean:

@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--target", default="ort")
     p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
+    _add_force(p, "export folder")
     p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "int4"],
                    help="weights (default the target's; fp16/int8/int4 as the target config lists them; "
@@ -113,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="pack an export folder into one deployment artifact for a device")
     p.add_argument("model", type=Path, help="export folder")
     p.add_argument("--out", type=Path, help="FILE.tar (.tar.gz, .tgz) or a folder (default build/<export>.tar)")
+    _add_force(p, "bundle")
 
     p = sub.add_parser("verify", help="check a bundle: manifest, every checksum, runtime versions, every path")
     p.add_argument("bundle", type=Path, help="bundle archive or folder (an export folder also works)")
@@ -120,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository for a bundle")
     p.add_argument("bundle", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="repository folder to write")
+    p.add_argument("--out", type=Path, required=True, help="repository folder (other models in it are left alone)")
+    _add_force(p, "Triton model of the same name")
     p.add_argument("--name", help="model name (default <model>-<backend>)")
     p.add_argument("--threads", type=int, help="threads per model instance (default the runtime's)")
     p.add_argument("--instances", type=int, default=1, help="model instances (each loads the bundle once)")
@@ -151,7 +154,7 @@ def _cmd_export(args) -> int:
                            max_batch=args.max_batch)
     out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
                        progress=not args.json, passes=args.passes, precision=args.precision, engine=engine,
-                       quantization=quantization or None)
+                       quantization=quantization or None, force=args.force)
     manifest = json.loads((out / "manifest.json").read_text())
     summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
                "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
@@ -223,6 +226,10 @@ def _print_engine(info: dict, max_context: int) -> None:
     if current_arch() is None and info.get("kv_dtype") != "bfloat16":
         print("  running the engine needs an NVIDIA GPU (none here); `luodi generate DIR --backend ort` runs "
               "the same graph under ONNX Runtime CPU")
+
+
+def _add_force(p, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace an earlier luodi {what} there (nothing else)")
 
 
 def _add_inference_precision(p) -> None:
@@ -339,7 +346,7 @@ def _cmd_bundle(args) -> int:
     from .bundles import make_bundle
 
     out = args.out or Path("build") / f"{args.model.resolve().name}.tar"
-    make_bundle(args.model, out)
+    make_bundle(args.model, out, force=args.force)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) if out.is_dir() else out.stat().st_size
     print(f"bundled {args.model} -> {out} ({size / 1e6:.1f} MB); on the device: luodi verify {out.name}")
     return 0
@@ -364,7 +371,7 @@ def _cmd_triton(args) -> int:
 
     if args.instances < 1:
         raise LuodiError("--instances must be at least 1")
-    models = write_triton_repo(args.bundle, args.out, args.name, args.threads, args.instances)
+    models = write_triton_repo(args.bundle, args.out, args.name, args.threads, args.instances, force=args.force)
     for name, what in models.items():
         print(f"{args.out}/{name}: {what}")
     print(f"start: tritonserver --model-repository {args.out.resolve()} (docs/DEPLOY.md)")

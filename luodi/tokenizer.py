@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptModelError
+from .errors import CorruptModelError, LuodiError
 
 
 # the files Tokenizer reads from a folder: tokenizer.json (required), then its config and chat template if present
@@ -90,15 +90,35 @@ class Tokenizer:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The chat template applied to messages, as transformers' apply_chat_template(tokenize=False)."""
+        """The chat template applied to messages, as transformers' apply_chat_template(tokenize=False);
+        malformed messages, and messages the template itself refuses, are a one-line LuodiError."""
+        from jinja2.exceptions import TemplateError
+
         if not self.chat_template:
             raise CorruptModelError("this model has no chat template")
+        check_messages(messages)
         template = _template_env().from_string(self.chat_template)
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+        try:
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+        except TemplateError as e:
+            raise LuodiError(f"the chat template refused the messages: {e}") from None
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """Token ids of a chat prompt (the template supplies the special tokens, so none are added)."""
         return self.encode(self.render_chat(messages), add_special_tokens=False)
+
+
+def check_messages(messages) -> list[dict]:
+    """`messages` if they are chat messages as templates read them: a non-empty list of objects, each with a
+    string "role" and a string "content"; else a one-line LuodiError naming the first bad one."""
+    if not isinstance(messages, list) or not messages:
+        raise LuodiError('chat messages must be a non-empty list of {"role": ..., "content": ...} objects')
+    for i, message in enumerate(messages):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise LuodiError(f'chat message {i} must be an object with a string "role" and a string "content", '
+                             f"not {repr(message)[:80]}")
+    return messages
 
 
 def _token_text(value) -> str | None:

@@ -12,7 +12,7 @@ trap 'rm -f "$prompts"' EXIT
 printf '%s\n' "Explain what a compiler does in two sentences." "Name three rivers in Europe." \
   "Write a haiku about the sea." > "$prompts"
 for model in tiny-llama smollm2-135m; do
-  "$PY" -m luodi export "$model" --target trt --out "$OUT/$model"
+  "$PY" -m luodi export "$model" --target trt --out "$OUT/$model" --force
   "$PY" scripts/greedy_vs_transformers.py "$OUT/$model" "$prompts" --max-new-tokens 32 --backend tensorrt
   "$PY" -m luodi bench "$OUT/$model" --backend tensorrt --prompt "Name three rivers in Europe." \
     --new-tokens 64 --ignore-eos --repeat 3

@@ -7,13 +7,11 @@ driven through a minimal stand-in of `triton_python_backend_utils` (tensors in, 
 model's state loop is replayed with ONNX Runtime, which is what Triton's onnxruntime backend runs.
 """
 
-import importlib.util
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
+from triton_stand_in import Request, load_model, text
 
 import luodi
 from luodi.bundles import make_bundle
@@ -87,52 +85,18 @@ def test_raw_model_state_loop_reproduces_luodi_greedy(ort_repo):
     assert tokens == expected
 
 
-class _Tensor:
-    def __init__(self, name, array):
-        self.name, self._array = name, np.asarray(array)
-
-    def as_numpy(self):
-        return self._array
-
-
-class _Request:
-    def __init__(self, inputs: dict):
-        self.inputs = {k: _Tensor(k, v) for k, v in inputs.items()}
-        self.sent = []
-
-    def get_response_sender(self):
-        return types.SimpleNamespace(send=lambda response=None, flags=0: self.sent.append((response, flags)))
-
-
-def _triton_utils():
-    """The part of Triton's `triton_python_backend_utils` the model uses: tensors, responses, errors, flags."""
-    utils = types.ModuleType("triton_python_backend_utils")
-    utils.Tensor = _Tensor
-    utils.get_input_tensor_by_name = lambda request, name: request.inputs.get(name)
-    utils.InferenceResponse = lambda output_tensors, error=None: types.SimpleNamespace(
-        outputs={t.name: t.as_numpy()[0].decode() for t in output_tensors}, error=error)
-    utils.TritonError = str
-    utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
-    return utils
-
-
 def test_python_model_streams_and_answers(ort_repo, monkeypatch, tmp_path):
     folder, _, repo, _ = ort_repo
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _triton_utils())
     monkeypatch.setenv("LUODI_CACHE", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("luodi_triton_model", repo / "tiny-llama-ort" / "1" / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
+    model = load_model(repo / "tiny-llama-ort" / "1" / "model.py", monkeypatch).TritonPythonModel()
     config = json_format.MessageToJson(_parse(repo / "tiny-llama-ort" / "config.pbtxt"),
                                        preserving_proto_field_name=True)  # what Triton hands the model
     model.initialize({"model_config": config, "model_repository": str(repo / "tiny-llama-ort"),
                       "model_version": "1"})
     expected = luodi.load(folder).generate(PROMPT, max_new_tokens=8)
-    text = np.array([PROMPT.encode()], dtype=np.object_)
-    streamed = _Request({"text_input": text, "max_tokens": [8], "stream": [True]})
-    whole = _Request({"text_input": text, "max_tokens": [8]})
-    broken = _Request({"max_tokens": [8]})
+    streamed = Request({"text_input": text(PROMPT), "max_tokens": [8], "stream": [True]})
+    whole = Request({"text_input": text(PROMPT), "max_tokens": [8]})
+    broken = Request({"max_tokens": [8]})
     assert model.execute([streamed, whole, broken]) is None
     pieces = [r.outputs["text_output"] for r, flags in streamed.sent if not flags]
     final, flags = streamed.sent[-1]

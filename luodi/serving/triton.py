@@ -8,23 +8,31 @@ Two models, side by side:
   implicit state (Triton keeps it between the requests of a sequence). Triton's OpenVINO backend has no
   implicit state, and an OpenVINO bundle's cache lives inside its infer request, so OpenVINO bundles get the
   generate model only.
+
+The repository may hold other models: a run adds or replaces these two folders only, each written atomically,
+and replaces an existing one only when `luodi triton` wrote it and --force is given (luodi.outputs).
 """
 
+import contextlib
 import re
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..bundles import verify_bundle
+from ..bundles.checks import check_member_name
+from ..bundles.onnx_external_data import external_data_locations
 from ..bundles.unpack import scan_archive
 from ..errors import LuodiError
-from ..fileio import atomic_folder
+from ..fileio import discard
 from ..manifest import read_manifest
+from ..outputs import TRITON_MODEL, claim_output, output_folder, output_kind, write_triton_marker
 from ..passes.embedding_input import restore_token_lookup
 from .pbtxt import Enum, to_pbtxt
 
 MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
 RAW_PLATFORMS = {"ort": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16"}
+_NAMING = "--name or --out"  # what to change when a model folder is refused
 _OPTIONAL = [("max_tokens", "TYPE_INT32"), ("temperature", "TYPE_FP32"), ("top_k", "TYPE_INT32"),
              ("top_p", "TYPE_FP32"), ("seed", "TYPE_INT64"), ("stream", "TYPE_BOOL"), ("chat", "TYPE_BOOL")]
 
@@ -89,29 +97,64 @@ def _model_name(manifest: dict, name: str | None) -> str:
     return name
 
 
-def _raw_files(manifest: dict) -> dict:
-    """Bundle file -> name in the raw model's version folder (Triton's default file names)."""
-    if manifest["backend"] == "tensorrt":
-        return {manifest["tensorrt"]["engine_file"]: "model.plan"}
-    onnx = manifest["model_file"]
-    return {onnx: "model.onnx"} | {f: f for f in manifest["files"] if f != onnx and f.startswith(onnx + ".")}
-
-
-def _copy_raw(bundle: Path, files: dict, version: Path) -> None:
-    """The raw model's files; an ONNX graph that left its token lookup to luodi's runtime (embedding_input)
-    gets it back, so the raw model takes token ids."""
+def _copy_members(bundle: Path, targets: dict) -> None:
+    """Copy bundle files {name: target path} out of a bundle folder or archive (an archive is read once)."""
+    for target in targets.values():
+        target.parent.mkdir(parents=True, exist_ok=True)
     if bundle.is_dir():
-        for source, target in files.items():
-            shutil.copyfile(bundle / source, version / target)
+        for name, target in targets.items():
+            shutil.copyfile(bundle / name, target)
     else:
-        scan_archive(bundle, lambda member: version / files[member] if member in files else None)
-    if (version / "model.onnx").is_file():
-        restore_token_lookup(version / "model.onnx")
+        scan_archive(bundle, targets.get)
+
+
+def _copy_raw(bundle: Path, manifest: dict, version: Path) -> None:
+    """The raw model's files under Triton's default names: a TensorRT engine as model.plan; an ONNX graph as
+    model.onnx with the external data its tensors name (found by the bundle checks' reader, each name inside
+    the bundle), and its token lookup restored when it left that to luodi's runtime (embedding_input), so the
+    raw model takes token ids."""
+    if manifest["backend"] == "tensorrt":
+        _copy_members(bundle, {manifest["tensorrt"]["engine_file"]: version / "model.plan"})
+        return
+    graph = version / "model.onnx"
+    _copy_members(bundle, {manifest["model_file"]: graph})
+    parent = PurePosixPath(manifest["model_file"]).parent
+    data = {(parent / location).as_posix(): version / location
+            for location in map(lambda n: check_member_name(n, str(bundle)), external_data_locations(graph))}
+    _copy_members(bundle, data)
+    restore_token_lookup(graph)
+
+
+def _claim_models(out: Path, model: str, raw: str | None, force: bool) -> None:
+    """Refuse before any work unless both model folders may be written. An earlier `<model>_raw` that luodi
+    wrote is part of the model being replaced, so it needs --force even when this bundle has no raw model."""
+    if out.exists() and not out.is_dir():
+        raise LuodiError(f"--out {out} is a file; a Triton model repository is a folder")
+    claim_output(out / model, TRITON_MODEL, force, option=_NAMING)
+    if raw or output_kind(out / f"{model}_raw") == TRITON_MODEL:
+        claim_output(out / f"{model}_raw", TRITON_MODEL, force, option=_NAMING)
+
+
+def _write_generate(folder: Path, bundle: Path, model: str, threads: int | None, instances: int) -> None:
+    version = folder / "1"
+    version.mkdir()
+    shutil.copyfile(MODEL_FILE, version / "model.py")
+    (shutil.copytree if bundle.is_dir() else shutil.copyfile)(bundle, version / bundle.name)
+    (folder / "config.pbtxt").write_text(to_pbtxt(generate_config(model, bundle.name, threads, instances)))
+    write_triton_marker(folder, bundle.name)
+
+
+def _write_raw(folder: Path, bundle: Path, raw: str, manifest: dict) -> None:
+    (folder / "1").mkdir()
+    _copy_raw(bundle, manifest, folder / "1")
+    (folder / "config.pbtxt").write_text(to_pbtxt(raw_config(raw, manifest)))
+    write_triton_marker(folder, bundle.name)
 
 
 def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads: int | None = None,
-                      instances: int = 1) -> dict:
-    """Write (atomically) a Triton model repository for a bundle; returns {model name: what it serves}.
+                      instances: int = 1, force: bool = False) -> dict:
+    """Add (or, with `force`, replace) one model in a Triton model repository, atomically; returns
+    {model name: what it serves}. Other models and files in the repository are left alone.
 
     The bundle is verified first (checksums, paths, runtime versions), so a damaged bundle never lands in
     a repository."""
@@ -119,22 +162,19 @@ def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads:
     verify_bundle(bundle)
     manifest = read_manifest(bundle) if bundle.is_dir() else scan_archive(bundle)[0]
     model = _model_name(manifest, name)
+    raw = f"{model}_raw" if manifest["backend"] in RAW_PLATFORMS else None
+    _claim_models(out, model, raw, force)
     written = {model: "luodi generate (Python backend, decoupled streaming)"}
-    with atomic_folder(out) as repo:
-        version = repo / model / "1"
-        version.mkdir(parents=True)
-        shutil.copyfile(MODEL_FILE, version / "model.py")
-        target = version / bundle.name
-        (shutil.copytree if bundle.is_dir() else shutil.copyfile)(bundle, target)
-        (repo / model / "config.pbtxt").write_text(to_pbtxt(generate_config(model, bundle.name, threads, instances)))
-        if manifest["backend"] in RAW_PLATFORMS:
-            raw = f"{model}_raw"
-            (repo / raw / "1").mkdir(parents=True)
-            _copy_raw(bundle, _raw_files(manifest), repo / raw / "1")
-            (repo / raw / "config.pbtxt").write_text(to_pbtxt(raw_config(raw, manifest)))
+    with contextlib.ExitStack() as folders:
+        generate = folders.enter_context(output_folder(out / model, TRITON_MODEL, force, _NAMING))
+        _write_generate(generate, bundle, model, threads, instances)
+        if raw:
+            _write_raw(folders.enter_context(output_folder(out / raw, TRITON_MODEL, force, _NAMING)),
+                       bundle, raw, manifest)
             written[raw] = f"{RAW_PLATFORMS[manifest['backend']]} graph, KV cache as sequence-batching state"
             if manifest.get("kv_cache", "concat") != "concat":
                 written[raw] += (" (a max-context buffer per layer, moved every step: an export with "
                                  "--passes=-inplace_kv_cache grows its cache instead, see docs/DEPLOY.md)")
+    if not raw and output_kind(out / f"{model}_raw") == TRITON_MODEL:  # the replaced model's, claimed above
+        discard(out / f"{model}_raw")
     return written
-
