@@ -3,8 +3,9 @@
 Numpy-free and torch-free, so the runtime a device installs reads it as the exporter writes it.
 """
 
-from .manifest import BACKENDS, FORMAT, FORMAT_VERSION, KV_LAYOUTS, Manifest, member_name_problem
+from .kv import KV_LAYOUTS, KVLayout
+from .manifest import BACKENDS, FORMAT, FORMAT_VERSION, Manifest, member_name_problem
 from .runtimes import REQUIREMENT_NAMES, RUNTIMES, Runtime
 
-__all__ = ["Manifest", "member_name_problem", "FORMAT", "FORMAT_VERSION", "BACKENDS", "KV_LAYOUTS", "RUNTIMES",
+__all__ = ["Manifest", "member_name_problem", "FORMAT", "FORMAT_VERSION", "BACKENDS", "KV_LAYOUTS", "KVLayout", "RUNTIMES",
            "REQUIREMENT_NAMES", "Runtime"]

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from . import schema
+from .kv import KV_LAYOUTS
 from .schema import rule
 
 FORMAT = "luodi-export"
 FORMAT_VERSION = 1
 BACKENDS = ("ort", "openvino", "tensorrt")
-KV_LAYOUTS = ("concat", "shared_buffer", "scatter_buffer", "stateful")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 KV_DTYPES = ("float32", "float16", "bfloat16")
 EMBEDDING_DTYPES = ("float32", "float16")
@@ -162,7 +162,7 @@ class Manifest:
     generation: Generation
     files: dict[str, FileEntry] = rule(check=lambda files: _members(files))
     precision: str = rule(choices=PRECISIONS, default="fp32")
-    kv_cache: str = rule(choices=KV_LAYOUTS, default="concat")
+    kv_cache: str = rule(choices=tuple(KV_LAYOUTS), default="concat")
     logits_window: int | None = rule(1, 4096, default=None)
     logits: str | None = rule(choices=("last", "all"), default=None)  # before the logits window
     source: Source = None  # (a field typed without `| None` may be left out, but is never null)
