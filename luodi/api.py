@@ -219,10 +219,9 @@ def load(path_or_name, backend: str | None = None, threads: int | None = None, v
 def _load_reference(spec: str, threads: int | None):
     import torch
 
-    from .exporters import _generation_defaults
     from .exporters.spec import spec_from_config
     from .loaders import resolve
-    from .loaders.hf_folder import load_reference
+    from .loaders.hf_folder import generation_defaults, load_reference
     from .runtimes.torch_ref import TorchReferenceBackend
 
     if threads:
@@ -230,6 +229,6 @@ def _load_reference(spec: str, threads: int | None):
     source = resolve(spec)
     model = load_reference(source.hf_dir)
     tokenizer = Tokenizer(source.hf_dir)
-    generation = _generation_defaults(source.hf_dir, tokenizer.eos_token_id)
+    generation = generation_defaults(source.hf_dir, tokenizer.eos_token_id)
     runtime = TorchReferenceBackend(model, spec_from_config(model.config).max_context)
     return LanguageModel(runtime, tokenizer, *_eos_and_pad(generation, tokenizer))

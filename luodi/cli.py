@@ -133,13 +133,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_export(args) -> int:
-    from .exporters import export_model, target_config
+    from .exporters import export_model
     from .exporters.tensorrt_engine import EngineOptions
     from .passes import PASSES
+    from .targets import get_target
 
     if args.passes == "list":
-        default = target_config(args.target).get("passes", [])
-        print(f"target {args.target}: {', '.join(default)}")
+        print(f"target {args.target}: {', '.join(get_target(args.target).passes)}")
         for name, cls in PASSES.items():
             print(f"  {name:18} {cls.description}")
         return 0

@@ -4,7 +4,7 @@ import json
 import time
 from pathlib import Path
 
-from .contract import FORMAT, FORMAT_VERSION
+from .contract import FORMAT, FORMAT_VERSION, Manifest
 from .errors import CorruptModelError, ManifestMismatchError
 from .fileio import sha256_file, write_text_atomic
 
@@ -19,10 +19,12 @@ def file_entries(folder: Path) -> dict:
 
 
 def write_manifest(folder: Path, content: dict) -> dict:
-    """Write folder/manifest.json: content plus format, creation time and the sha256 of every file."""
+    """Write folder/manifest.json: content plus format, creation time and the sha256 of every file. What is
+    written passes the same field-by-field check (contract.Manifest) a reader makes."""
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **content,
                 "files": file_entries(folder)}
+    Manifest.from_json(manifest, f"{folder} (being written)")
     write_text_atomic(Path(folder) / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 

@@ -14,8 +14,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .contract.graph import STEP_WINDOW
+from .contract.kv import kv_bytes_per_position
+
 from .passes.last_token_logits import LOGITS_POSITIONS
-from .runtimes.shapes import MAX_STEP_TOKENS
 
 # the symbolic dimensions of the exported graph's inputs and outputs, which a step's shapes give values to
 STEP_DIMS = ("batch", "sequence", "past_sequence", "total_sequence", LOGITS_POSITIONS)
@@ -150,7 +152,7 @@ def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
     folded = _computed_from_weights(proto)
     types = _shapes(proto)
     dims = dict(zip(STEP_DIMS, (batch, sequence, past, past + sequence,
-                                sequence if sequence <= MAX_STEP_TOKENS else 1)))
+                                sequence if sequence <= STEP_WINDOW else 1)))
     nodes = list(proto.graph.node)
     kv_outputs = {o.name for o in proto.graph.output if o.name.startswith("present.")}
     read = {name for n in nodes for name in n.input} | {o.name for o in proto.graph.output}
@@ -178,12 +180,12 @@ def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
             "folded_weight_bytes": folded_bytes}
 
 
-def memory_report(model_path, spec: dict, weight_bytes: int) -> dict:
+def memory_report(model_path, spec: dict, weight_bytes: int, kv_dtype: str = "float32") -> dict:
     """What a deployer needs to tell whether a model fits a device: weight bytes (and those the runtime computes
     from them at load), KV-cache bytes (per token and at max context, batch 1) and the activation plan of a
     max-context prefill and of a decode step at max context (or why no plan could be made)."""
     context = spec["max_context"]
-    kv_per_token = 2 * spec["num_layers"] * spec["num_kv_heads"] * spec["head_dim"] * 4
+    kv_per_token = kv_bytes_per_position(spec["num_layers"], spec["num_kv_heads"], spec["head_dim"], kv_dtype)
     report = {"weight_bytes": weight_bytes, "kv_bytes_per_token": kv_per_token,
               "kv_bytes_at_max_context": kv_per_token * context}
     try:

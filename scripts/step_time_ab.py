@@ -15,7 +15,8 @@ import numpy as np
 import onnxruntime as ort
 
 from luodi.manifest import read_manifest
-from luodi.runtimes.embedding_table import EMBEDS_INPUT, EmbeddingTable
+from luodi.contract.graph import INPUTS_EMBEDS
+from luodi.runtimes.embedding_table import EmbeddingTable
 
 
 def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positions: int, steps: int = 60) -> float:
@@ -28,7 +29,7 @@ def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positio
     # a graph that takes the token rows (embedding_input) gets them as luodi's runtime reads them
     names, folder = {i.name for i in session.get_inputs()}, Path(path).parent
     embed = EmbeddingTable.for_graph(names, folder, read_manifest(folder).get("embedding_table")
-                                     if EMBEDS_INPUT in names else None)
+                                     if INPUTS_EMBEDS in names else None)
     prompt = 37
     capacity = prompt + positions * (steps + 1)
     shapes = [(1, p.shape[1], capacity, p.shape[3] if isinstance(p.shape[3], int) else head_dim) for p in pasts]
@@ -41,7 +42,7 @@ def step_ms(path: str, has_positions: bool, threads: int, head_dim: int, positio
         if embed is None:
             binding.bind_cpu_input("input_ids", ids)
         else:
-            binding.bind_cpu_input(EMBEDS_INPUT, embed(ids))
+            binding.bind_cpu_input(INPUTS_EMBEDS, embed(ids))
         binding.bind_cpu_input("attention_mask", np.ones((1, total), np.int64))
         if has_positions:
             binding.bind_cpu_input("position_ids", np.arange(total - ids.shape[1], total, dtype=np.int64)[None])

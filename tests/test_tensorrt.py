@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import luodi
+from luodi.contract.graph import STEP_WINDOW
 from luodi.errors import ContextLengthError, CorruptModelError, LuodiError, ManifestMismatchError
 from luodi.runtimes.tensorrt import current_arch, import_tensorrt
 from luodi.exporters.trt_legality import check_legality, legality_problems
@@ -18,7 +19,7 @@ from luodi.runtimes.base import Backend, KVState
 from luodi.runtimes.decode import DecodeLoop
 from luodi.runtimes.sampling import GenerationConfig
 from luodi.runtimes.drafters import PromptLookup
-from luodi.runtimes.shapes import MAX_STEP_TOKENS, ShapeLimits, pick_profile, profiles
+from luodi.contract.shapes import ShapeLimits, pick_profile, profiles
 from luodi.runtimes.speculative import Speculation
 
 from test_parity import _max_diff
@@ -76,7 +77,7 @@ class _Recorder(Backend):
 
     def __init__(self, max_context, max_batch):
         self.max_context, self.max_batch, self.vocab_size, self.shapes = max_context, max_batch, 7, []
-        self.logits_window = MAX_STEP_TOKENS
+        self.logits_window = STEP_WINDOW
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids):
         self.shapes.append({"input_ids": input_ids.shape, "attention_mask": attention_mask.shape,

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from luodi.manifest import read_manifest
-from luodi.runtimes.shapes import covers
+from luodi.contract.shapes import covers
 from luodi.runtimes.tensorrt import TensorRTBackend
 
 

@@ -163,6 +163,7 @@ class Manifest:
     files: dict[str, FileEntry] = rule(check=lambda files: _members(files))
     precision: str = rule(choices=PRECISIONS, default="fp32")
     kv_cache: str = rule(choices=tuple(KV_LAYOUTS), default="concat")
+    kv_dtype: str = rule(choices=KV_DTYPES, default="float32")  # of the KV cache (and a half graph's logits)
     logits_window: int | None = rule(1, 4096, default=None)
     logits: str | None = rule(choices=("last", "all"), default=None)  # before the logits window
     source: Source = None  # (a field typed without `| None` may be left out, but is never null)

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from ..passes.kv_cache_scatter import MAX_CONTEXT_KEY
-from ..runtimes.base import kv_names
-from ..runtimes.embedding_table import EMBEDS_INPUT, TOKEN_INPUT
+from ..contract.graph import ATTENTION_MASK, io_names, is_present_name
 from .decoder import CanonicalDecoder
 
 OPSET = 18
@@ -27,12 +26,6 @@ ORT_OPS_IN_DEFAULT_DOMAIN = {"SimplifiedLayerNormalization"}
 # com.microsoft ops whose outputs after the first are optional (onnx-ir drops unread optional outputs of the
 # standard ops from their schemas; ONNX Runtime's contrib schemas are not in onnx)
 CONTRIB_OPTIONAL_OUTPUTS = {"SkipSimplifiedLayerNormalization", "SkipLayerNormalization"}
-
-
-def io_names(num_layers: int, embeds: bool = False) -> tuple[list[str], list[str]]:
-    """The graph's input and output names, in order; `embeds`: it takes the token rows (embedding_input)."""
-    past, present = kv_names(num_layers)
-    return [EMBEDS_INPUT if embeds else TOKEN_INPUT, "attention_mask", "position_ids", *past], ["logits", *present]
 
 
 def _sample_inputs(model: CanonicalDecoder):
@@ -60,9 +53,9 @@ def _name_total_dim(model) -> None:
     import onnx_ir as ir
 
     for value in list(model.graph.inputs) + list(model.graph.outputs):
-        if value.name == "attention_mask" or value.name.startswith("present."):
+        if value.name == ATTENTION_MASK or is_present_name(value.name):
             dims = list(value.shape)
-            axis = 1 if value.name == "attention_mask" else 2
+            axis = 1 if value.name == ATTENTION_MASK else 2
             dims[axis] = ir.SymbolicDim("total_sequence")
             value.shape = ir.Shape(dims)
 

@@ -2,7 +2,7 @@
 RTX (`tensorrt_rtx`, whose builder works without a GPU: ahead-of-time engines for a chosen compute
 capability). Imported lazily, so nothing else needs TensorRT installed.
 
-The engine gets the two optimization profiles of luodi.runtimes.shapes (decode, prefill), derived from
+The engine gets the two optimization profiles of luodi.contract.shapes (decode, prefill), derived from
 the limits the decode loop enforces. Parser and builder errors are raised with TensorRT's own messages.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..errors import LuodiError
 from ..fileio import write_bytes_atomic
-from ..runtimes.base import kv_names
-from ..runtimes.shapes import ShapeLimits, profiles
+from ..contract.graph import kv_names
+from ..contract.shapes import ShapeLimits, profiles
 from ..runtimes.tensorrt import current_arch, import_tensorrt
 from .trt_legality import check_legality
 

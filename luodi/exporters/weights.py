@@ -57,8 +57,9 @@ def _layer_biases(params: dict) -> dict:
             "mlp_bias": "mlp.down_proj.bias" in params}
 
 
-def canonical_from_hf(hf_model, max_context: int | None = None) -> CanonicalDecoder:
-    """A CanonicalDecoder holding the weights of a transformers causal LM, in fp32 and eval mode."""
+def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | None = None) -> CanonicalDecoder:
+    """A CanonicalDecoder holding the weights of a transformers causal LM, in eval mode, in fp32 unless `dtype`
+    names another torch dtype (a target that traces in half precision)."""
     spec = spec_from_config(hf_model.config, max_context)
     if spec.family == "gpt2":
         body = hf_model.transformer
@@ -91,4 +92,4 @@ def canonical_from_hf(hf_model, max_context: int | None = None) -> CanonicalDeco
         missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
-    return model.eval()
+    return model.eval() if dtype is None else model.to(getattr(torch, dtype)).eval()

@@ -1,10 +1,15 @@
 """Graph passes over the exported ONNX model, one pass per file, run in the order a target's config
 (configs/targets/<target>.yaml) lists them; `luodi export --passes` edits that list."""
 
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from ..contract.kv import CONCAT
 from ..errors import LuodiError
 from .additive_attention_mask import AdditiveAttentionMask
 from .attention_3d import Attention3d
-from .blocked_dequantize import WeightsInt4, WeightsInt8
+from ..quantization.blocked_dequantize import WeightsInt4, WeightsInt8
 from .cleanup import Cleanup
 from .embedding_gather import EmbeddingGather
 from .embedding_input import EmbeddingInput
@@ -52,16 +57,29 @@ def resolve_pipeline(default: list, edit: str | None) -> list:
     return names
 
 
-def run_passes(model, names: list[str]) -> dict[str, int]:
-    """Apply the named passes to an onnx_ir.Model in place, in order; returns each pass's match count
-    (a pass that runs again is reported as name#2, name#3, ...)."""
-    counts = {}
+@dataclass(frozen=True)
+class PipelineResult:
+    """What a pass list did: each pass's match count (a pass that runs again: name#2, name#3, ...) and the
+    graph's KV-cache layout, as made by the last pass that made one (else the traced graph's, concat)."""
+
+    counts: dict[str, int]
+    kv_layout: str = CONCAT.name
+
+
+def run_passes(model, names: list[str]) -> PipelineResult:
+    """Apply the named passes to an onnx_ir.Model in place, in order (each checks its own post-conditions)."""
+    counts, layout = {}, CONCAT.name
     for name in resolve_pipeline(names, None):
         graph_pass = PASSES[name]()
-        graph_pass(model)
+        try:
+            graph_pass(model)
+        except ir.passes.PostconditionError as e:
+            raise LuodiError(str(e.__cause__ or e)) from None
         key, n = name, 1
         while key in counts:
             n += 1
             key = f"{name}#{n}"
         counts[key] = graph_pass.count
-    return counts
+        if graph_pass.kv_layout and graph_pass.count:
+            layout = graph_pass.kv_layout
+    return PipelineResult(counts, layout)

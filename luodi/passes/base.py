@@ -6,19 +6,26 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common
 from onnxscript.rewriter import pattern
 
+from ..contract.graph import LOGITS, is_past_name
+from ..errors import LuodiError
+
 # the default-domain opset of the standard fused ops (Attention, RotaryEmbedding) passes emit
 FUSED_OPS_OPSET = 23
-LOGITS = "logits"
 # Value.meta key of an initializer that is a slice of another one's data: (source name, byte offset);
 # save_onnx stores it as a range of the source's bytes, not a copy
 VIEW_OF = "luodi.view_of"
 
 
 class LuodiPass(ir.passes.InPlacePass):
-    """A named graph pass; `count` holds how many matches it rewrote in its last run."""
+    """A named graph pass; `count` holds how many matches it rewrote in its last run.
+
+    `kv_layout`: the KV-cache layout (luodi.contract.kv) the graph has after this pass matched; such a pass
+    ensures it rewrote every layer's cache or none, since a partly rewritten cache has no layout a runtime
+    could drive. The export reads the layout from the pass that made it, never from match counts."""
 
     name = ""
     description = ""
+    kv_layout: str | None = None
 
     def __init__(self):
         super().__init__()
@@ -31,6 +38,12 @@ class LuodiPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.count = self.apply(model)
         return ir.passes.PassResult(model, modified=self.count > 0)
+
+    def ensures(self, model: ir.Model) -> None:
+        """A pass that makes a KV layout rewrote all of the graph's KV caches or none."""
+        layers = sum(1 for v in model.graph.inputs if is_past_name(v.name)) // 2
+        if self.kv_layout and self.count not in (0, layers):
+            raise LuodiError(f"{self.name} rewrote {self.count} of {layers} layers; a model needs all or none")
 
 
 class RewritePass(LuodiPass):

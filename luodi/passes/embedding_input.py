@@ -13,7 +13,7 @@ ranges of it).
 
 import onnx_ir as ir
 
-from ..runtimes.embedding_table import EMBEDS_INPUT, TOKEN_INPUT
+from ..contract.graph import INPUT_IDS, INPUTS_EMBEDS
 from .base import LuodiPass
 
 EMBEDDING_TABLE_KEY = "luodi.embedding_table"
@@ -52,13 +52,13 @@ class EmbeddingInput(LuodiPass):
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph
-        ids = next((v for v in graph.inputs if v.name == TOKEN_INPUT), None)
+        ids = next((v for v in graph.inputs if v.name == INPUT_IDS), None)
         found = _row_lookup(ids) if ids is not None and ids.shape is not None and len(ids.shape) == 2 else None
         if found is None:
             return 0
         gather, shapes = found
         table, rows = gather.inputs[0], gather.outputs[0]
-        embeds = ir.Value(name=EMBEDS_INPUT, type=ir.TensorType(table.dtype),
+        embeds = ir.Value(name=INPUTS_EMBEDS, type=ir.TensorType(table.dtype),
                           shape=ir.Shape([*ids.shape, table.shape[1]]))
         graph.inputs[graph.inputs.index(ids)] = embeds
         ir.convenience.replace_all_uses_with(rows, embeds)
@@ -79,15 +79,15 @@ def restore_token_lookup(path) -> bool:
     proto = onnx.load(str(path), load_external_data=False)
     graph = proto.graph
     table = embedding_table_name(proto)
-    embeds = next((i for i in graph.input if i.name == EMBEDS_INPUT), None)
+    embeds = next((i for i in graph.input if i.name == INPUTS_EMBEDS), None)
     if table is None or embeds is None:
         return False
     batch, seq = embeds.type.tensor_type.shape.dim[:2]
-    ids = onnx.helper.make_tensor_value_info(TOKEN_INPUT, onnx.TensorProto.INT64,
+    ids = onnx.helper.make_tensor_value_info(INPUT_IDS, onnx.TensorProto.INT64,
                                              [batch.dim_param or batch.dim_value, seq.dim_param or seq.dim_value])
     graph.input.insert(list(graph.input).index(embeds), ids)
     graph.input.remove(embeds)
-    graph.node.insert(0, onnx.helper.make_node("Gather", [table, TOKEN_INPUT], [EMBEDS_INPUT], axis=0,
+    graph.node.insert(0, onnx.helper.make_node("Gather", [table, INPUT_IDS], [INPUTS_EMBEDS], axis=0,
                                                name="token_lookup"))
     kept = [p for p in proto.metadata_props if p.key != EMBEDDING_TABLE_KEY]
     del proto.metadata_props[:]

@@ -17,6 +17,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
+from ..contract.kv import SHARED_BUFFER
 from .base import RewritePass
 
 MASK_INPUT = "attention_mask"
@@ -113,6 +114,7 @@ class _GroupQueryAttention(pattern.RewriteRuleClassBase):
 class InplaceKvCache(RewritePass):
     name = "inplace_kv_cache"
     description = "Attention + rotary + KV concat -> GroupQueryAttention over a shared max-length KV buffer"
+    kv_layout = SHARED_BUFFER.name
 
     def apply(self, model: ir.Model) -> int:
         self.mask = next((v for v in model.graph.inputs if v.name == MASK_INPUT), None)

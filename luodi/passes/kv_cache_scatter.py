@@ -18,6 +18,7 @@ concat form only).
 import numpy as np
 import onnx_ir as ir
 
+from ..contract.kv import SCATTER_BUFFER
 from .base import LuodiPass
 
 MASK_INPUT, IDS_INPUT = "attention_mask", "input_ids"
@@ -79,6 +80,7 @@ def _logical_past_shape(graph: ir.Graph, shape: ir.Node, write: ir.Value) -> Non
 class KvCacheScatter(LuodiPass):
     name = "kv_cache_scatter"
     description = "KV concat -> TensorScatter into a fixed max-context buffer (standard ops)"
+    kv_layout = SCATTER_BUFFER.name
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph

@@ -1,21 +1,21 @@
 """Last-token logits: a prefill of N tokens runs the LM head on (and copies out) the last position only, not N.
-A step of at most MAX_STEP_TOKENS tokens keeps every position's logits, which is what a speculative step
+A step of at most STEP_WINDOW tokens keeps every position's logits, which is what a speculative step
 verifies (one new token plus up to seven drafts); a decode step of one token is one row either way. Drop this
 pass to keep every position's logits (for evaluation)."""
 
 import numpy as np
 import onnx_ir as ir
 
-from ..runtimes.shapes import MAX_STEP_TOKENS
 from .base import LuodiPass
+from ..contract.graph import STEP_WINDOW
 
 
-LOGITS_POSITIONS = "logits_positions"  # the symbolic dim: sequence if sequence <= MAX_STEP_TOKENS else 1
+LOGITS_POSITIONS = "logits_positions"  # the symbolic dim: sequence if sequence <= STEP_WINDOW else 1
 
 
 class LastTokenLogits(LuodiPass):
     name = "last_token_logits"
-    description = (f"LM head on the last position of a prefill, on every position of a step of <= {MAX_STEP_TOKENS} "
+    description = (f"LM head on the last position of a prefill, on every position of a step of <= {STEP_WINDOW} "
                    "tokens (speculative verification)")
 
     def apply(self, model: ir.Model) -> int:
@@ -27,7 +27,7 @@ class LastTokenLogits(LuodiPass):
         hidden = head.inputs[0]
         consts = {n: ir.Value(name=f"last_token.{n}", const_value=ir.tensor(np.array([v], dtype=np.int64),
                                                                           name=f"last_token.{n}"))
-                  for n, v in (("window", MAX_STEP_TOKENS), ("one", 1), ("ends", np.iinfo(np.int64).max),
+                  for n, v in (("window", STEP_WINDOW), ("one", 1), ("ends", np.iinfo(np.int64).max),
                                ("axes", -2))}
         for value in consts.values():
             graph.register_initializer(value)

@@ -25,11 +25,12 @@ def sample_rows(parts: list, rows: int, rng) -> np.ndarray:
 
 def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
     """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout."""
-    from ..runtimes.base import kv_names
+    from ..contract.graph import INPUT_IDS, kv_names
+    from ..contract.kv import KV_LAYOUTS
 
-    feeds = []
+    layout, feeds = KV_LAYOUTS[kv_cache], []
     for feed in prefill_windows(token_ids, window)[:16]:
-        slots = feed["input_ids"].shape[1] if kv_cache == "shared_buffer" else 0
+        slots = layout.slots(feed[INPUT_IDS].shape[1], spec["max_context"]) if layout.in_place else 0
         empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
         feeds.append(feed | {name: empty for name in kv_names(spec["num_layers"])[0]})
     return feeds

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.graph import INPUTS_EMBEDS
 from ..errors import CorruptModelError, LuodiError
 
-TOKEN_INPUT, EMBEDS_INPUT = "input_ids", "inputs_embeds"
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -46,10 +46,10 @@ class EmbeddingTable:
     def for_graph(cls, input_names, folder: Path, entry: dict | None) -> "EmbeddingTable | None":
         """The table a graph that takes inputs_embeds (embedding_input) needs, from its manifest's entry; None
         for a graph that takes token ids."""
-        if EMBEDS_INPUT not in input_names:
+        if INPUTS_EMBEDS not in input_names:
             return None
         if entry is None:
-            raise CorruptModelError(f"{folder}: the graph takes {EMBEDS_INPUT} but the manifest locates no "
+            raise CorruptModelError(f"{folder}: the graph takes {INPUTS_EMBEDS} but the manifest locates no "
                                     "embedding table")
         return cls(folder, entry)
 

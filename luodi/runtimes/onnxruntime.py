@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.graph import INPUT_IDS, INPUTS_EMBEDS
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState, kv_names
-from .embedding_table import EMBEDS_INPUT, TOKEN_INPUT, EmbeddingTable
+from .embedding_table import EmbeddingTable
 
 KV_LAYOUTS = ("concat", "shared_buffer", "scatter_buffer")
 # --providers names -> ONNX Runtime execution providers (the GPU ones come with onnxruntime-gpu or a provider
@@ -217,9 +218,9 @@ class OrtBackend(Backend):
     def _bind_inputs(self, input_ids, attention_mask, position_ids, binding=None):
         binding = binding or self.session.io_binding()
         if self._embeddings is None:
-            binding.bind_cpu_input(TOKEN_INPUT, input_ids)
+            binding.bind_cpu_input(INPUT_IDS, input_ids)
         else:
-            binding.bind_cpu_input(EMBEDS_INPUT, self._embeddings(input_ids))
+            binding.bind_cpu_input(INPUTS_EMBEDS, self._embeddings(input_ids))
         binding.bind_cpu_input("attention_mask", attention_mask)
         binding.bind_cpu_input("position_ids", position_ids)
         return binding

@@ -20,9 +20,9 @@ import numpy as np
 
 from ..errors import GenerationConfigError, LuodiError
 from .sampling import TokenSelector
-from .shapes import MAX_STEP_TOKENS
+from ..contract.graph import STEP_WINDOW
 
-MAX_DRAFT_TOKENS = MAX_STEP_TOKENS - 1  # a verifying step is the pending token plus the drafts
+MAX_DRAFT_TOKENS = STEP_WINDOW - 1  # a verifying step is the pending token plus the drafts
 # the assumed cost of one more verified position, in one-token steps, until it is measured (and always when a seed
 # fixes the schedule); on SmolLM2, ONNX Runtime, 2 threads it measured 0.05 (fp32 with a packed LM head) to 0.25 (int4)
 VERIFY_COST = 0.1
@@ -174,7 +174,7 @@ class Speculation:
     def __init__(self, drafter, max_tokens: int = MAX_DRAFT_TOKENS):
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_DRAFT_TOKENS:
             raise GenerationConfigError(f"draft tokens must be an integer in 1..{MAX_DRAFT_TOKENS} (a verifying step "
-                                        f"is at most {MAX_STEP_TOKENS} positions), got {max_tokens!r}")
+                                        f"is at most {STEP_WINDOW} positions), got {max_tokens!r}")
         self.drafter, self.max_tokens = drafter, max_tokens
 
     def check(self, backend, batch: int) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptModelError, LuodiError
-from .base import Backend, KVState, kv_names
-from .shapes import pick_profile
+from ..contract.graph import kv_names
+from .base import Backend, KVState
+from ..contract.shapes import pick_profile
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 GPU_NEEDED = ("running a TensorRT engine needs an NVIDIA GPU with CUDA-enabled PyTorch; `--backend ort` runs "

@@ -6,7 +6,7 @@ It is what exported graphs are checked against, driven by the same decode loop a
 import numpy as np
 
 from .base import Backend, KVState
-from .shapes import MAX_STEP_TOKENS
+from ..contract.graph import STEP_WINDOW
 
 
 class TorchReferenceBackend(Backend):
@@ -18,7 +18,7 @@ class TorchReferenceBackend(Backend):
         self.model = hf_model
         self.max_context = max_context
         self.vocab_size = hf_model.config.vocab_size
-        self.logits_window = MAX_STEP_TOKENS
+        self.logits_window = STEP_WINDOW
         self.weight_bytes = sum(t.numel() * t.element_size() for t in hf_model.parameters())
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:

@@ -9,7 +9,7 @@ from onnx import helper
 
 from luodi.exporters import export_model
 from luodi.manifest import read_manifest
-from luodi.passes.blocked_dequantize import BLOCK, WeightsInt4, WeightsInt8, quantize_blocked
+from luodi.quantization.blocked_dequantize import BLOCK, WeightsInt4, WeightsInt8, quantize_blocked
 
 from .graphs import const, model, run
 

@@ -20,9 +20,9 @@ from luodi.passes.last_token_logits import LastTokenLogits
 from luodi.passes import lm_head_view
 from luodi.passes.lm_head_view import LmHeadView
 from luodi.passes.pack_matmuls import PackMatMuls
-from luodi.runtimes.shapes import MAX_STEP_TOKENS
 
 from .graphs import HIDDEN, apply_and_compare, const, model, run
+from luodi.contract.graph import STEP_WINDOW
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 3, HIDDEN)).astype(np.float32)
@@ -84,10 +84,10 @@ def test_last_token_logits_keeps_a_short_steps_rows_and_a_prefills_last():
     graph_pass = LastTokenLogits()
     graph_pass(m)
     assert graph_pass.count == 1
-    for seq in (1, 3, MAX_STEP_TOKENS + 5):  # a decode step, a speculative step, a prefill longer than the window
+    for seq in (1, 3, STEP_WINDOW + 5):  # a decode step, a speculative step, a prefill longer than the window
         h = RNG.standard_normal((2, seq, HIDDEN)).astype(np.float32)
         full, kept = run(_head(), {"h": h})[0], run(m, {"h": h})[0]
-        assert kept.shape == (2, seq if seq <= MAX_STEP_TOKENS else 1, 11)
+        assert kept.shape == (2, seq if seq <= STEP_WINDOW else 1, 11)
         np.testing.assert_allclose(kept, full[:, -kept.shape[1]:], atol=1e-6)
 
 

@@ -9,9 +9,6 @@ import numpy as np
 from ..runtimes import open_backend
 from ..runtimes.torch_ref import TorchReferenceBackend
 
-# backends whose exports are checked under another runtime on a CPU-only machine: a TensorRT export's
-# ONNX graph (the one its engine was built from) runs under ONNX Runtime
-CPU_STAND_IN = {"tensorrt": "ort"}
 
 
 def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) -> dict:
@@ -32,13 +29,17 @@ def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) ->
     return {"max_abs_diff": worst, "greedy_match": same_tokens, "prompt_tokens": len(prompt_ids), "steps": steps}
 
 
-def check_parity(folder: Path, manifest: dict, hf_model, prompt_len: int = 12, steps: int = 4) -> dict:
+def check_parity(folder: Path, manifest: dict, hf_model, target, settings, prompt_len: int = 12,
+                 steps: int = 4) -> dict:
     """compare_backends for an export folder's model (described by its `manifest`, files not yet listed)
-    against its transformers model (seeded prompt)."""
+    against its transformers model (seeded prompt), under the target's parity backend (a TensorRT export's
+    ONNX graph runs under ONNX Runtime on a CPU-only machine)."""
+    if reason := target.parity_unavailable(settings):
+        return {"max_abs_diff": None, "greedy_match": None, "unavailable": reason}
     spec = manifest["spec"]
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, spec["vocab_size"], size=min(prompt_len, spec["max_context"] - steps - 1)).tolist()
-    kind = CPU_STAND_IN.get(manifest["backend"], manifest["backend"])
+    kind = target.parity_backend
     candidate = open_backend(Path(folder), manifest, kind=kind)
     return {**compare_backends(candidate, TorchReferenceBackend(hf_model, spec["max_context"]), prompt, steps),
             "backend": kind}

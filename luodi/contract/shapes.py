@@ -11,9 +11,9 @@ max_context, head_dim].
 from dataclasses import dataclass
 
 from ..errors import ContextLengthError
+from .graph import INPUT_IDS, POSITION_IDS, STEP_WINDOW
 
-MAX_STEP_TOKENS = 8  # one new token plus up to seven speculative drafts verified in one step
-TOKEN_INPUTS = ("input_ids", "position_ids")
+TOKEN_INPUTS = (INPUT_IDS, POSITION_IDS)
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ShapeLimits:
 
     max_batch: int
     max_context: int
-    max_step: int = MAX_STEP_TOKENS
+    max_step: int = STEP_WINDOW
 
     @property
     def max_prompt(self) -> int:

@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
-from .base import LuodiPass, constant_matmul_weight
+from ..passes.base import LuodiPass, constant_matmul_weight
 
 BLOCK = 32
 
