@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptModelError
+from .errors import BadInputError, CorruptModelError
+from .inputs import check_messages, check_text
 
 
 SPACE_MARKS = ("Ġ", "▁")  # how byte-level BPE and SentencePiece vocabularies write a leading space
@@ -33,7 +34,7 @@ class Tokenizer:
     def __init__(self, folder: Path):
         from tokenizers import Tokenizer as FastTokenizer
 
-        folder = Path(folder)
+        self.folder = folder = Path(folder)
         try:
             self._tok = FastTokenizer.from_file(str(folder / "tokenizer.json"))
             config = json.loads((folder / "tokenizer_config.json").read_text()) if (
@@ -81,7 +82,7 @@ class Tokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of text; with add_special_tokens, as the Hugging Face tokenizer's default call."""
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        return self._tok.encode(check_text(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of token ids (special tokens dropped by default, as in generated output)."""
@@ -89,10 +90,20 @@ class Tokenizer:
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The chat template applied to messages, as transformers' apply_chat_template(tokenize=False)."""
+        from jinja2.exceptions import TemplateError
+
         if not self.chat_template:
-            raise CorruptModelError("this model has no chat template")
-        template = _template_env().from_string(self.chat_template)
-        return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+            raise BadInputError(f"{self.folder}: this model has no chat template (a base model?): give it a plain "
+                                "prompt, not chat messages")
+        messages = check_messages(messages)
+        try:
+            template = _template_env().from_string(self.chat_template)
+        except TemplateError as e:
+            raise CorruptModelError(f"{self.folder}: the chat template is not valid jinja ({e})") from None
+        try:
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
+        except TemplateError as e:
+            raise BadInputError(f"the chat template refused these messages: {e}") from None
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """Token ids of a chat prompt (the template supplies the special tokens, so none are added)."""
