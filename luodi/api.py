@@ -7,7 +7,7 @@ from .bundles import check_paths, check_requirements, check_schema, is_tar_name,
 from .errors import LuodiError
 from .inputs import check_token_ids
 from .manifest import read_manifest, verify_files
-from .runtimes import open_backend
+from .runtimes import check_threads, open_backend
 from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
 from .runtimes.drafters import ModelDrafter, PromptLookup
@@ -228,7 +228,7 @@ def _load_reference(spec: str, threads: int | None):
     from .loaders.hf_folder import load_reference
     from .runtimes.torch_ref import TorchReferenceBackend
 
-    if threads:
+    if check_threads(threads):
         torch.set_num_threads(threads)
     source = resolve(spec)
     model = load_reference(source.hf_dir)
