@@ -2,7 +2,6 @@
 executed, no file it names is read outside it, every manifest field is checked before use, and `luodi verify`
 and luodi.load refuse the same bundles (docs/SECURITY.md lists each check and its test here)."""
 
-import io
 import json
 import shutil
 import subprocess
