@@ -5,8 +5,9 @@ from pathlib import Path
 
 from .bundles import check_folder, check_requirements, is_tar_name, unpack_bundle, validated
 from .errors import LuodiError
+from .inputs import check_token_ids
 from .manifest import read_manifest
-from .runtimes import open_backend
+from .runtimes import check_threads, open_backend
 from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
 from .runtimes.drafters import ModelDrafter, PromptLookup
@@ -57,11 +58,12 @@ class LanguageModel:
             raise LuodiError(f"bad generation option: {e}") from None
 
     def _encode(self, prompt) -> list[int]:
+        """Token ids of one prompt: text, chat messages (a list starting with a dict) or token ids, each checked."""
         if isinstance(prompt, str):
             return self.tokenizer.encode(prompt)
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], dict):
             return self.tokenizer.encode_chat(prompt)
-        return [int(t) for t in prompt]
+        return check_token_ids(prompt, self.backend.vocab_size)
 
     def speculation(self, speculate, draft_tokens: int | None = None) -> Speculation:
         """A Speculation for generate's `speculate`: "lookup" (prompt lookup), a draft LanguageModel sharing this
@@ -224,7 +226,7 @@ def _load_reference(spec: str, threads: int | None):
     from .loaders.hf_folder import generation_defaults, load_reference
     from .runtimes.torch_ref import TorchReferenceBackend
 
-    if threads:
+    if check_threads(threads):
         torch.set_num_threads(threads)
     source = resolve(spec)
     model = load_reference(source.hf_dir)

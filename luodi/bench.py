@@ -61,16 +61,6 @@ def timed_load(loader):
     return obj, time.perf_counter() - t
 
 
-def read_prompts(path: Path) -> list[str]:
-    """Prompts from a file, one per line (blank lines skipped), or a clear error."""
-    if not path.is_file():
-        raise LuodiError(f"{path}: prompts file not found")
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise LuodiError(f"{path}: no prompts in it (one per line)")
-    return prompts
-
-
 def run_speculative_bench(lm, prompts_ids: list[list[int]], new_tokens: int, repeat: int, speculate,
                           draft_tokens: int | None = None, ignore_eos: bool = False) -> dict:
     """Plain greedy and speculative greedy side by side: for each prompt, `repeat` alternating pairs of runs after

@@ -6,30 +6,32 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import LuodiError
+from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
+                         positive_float, positive_int, print_json, thread_count, utf8_text)
+from .errors import LuodiError, one_line
 from .runtimes.openvino import INFERENCE_PRECISIONS
 from .runtimes.speculative import MAX_DRAFT_TOKENS
 
 
 def _add_sampling(p):
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--max-new-tokens", type=non_negative_int, default=128)
+    p.add_argument("--temperature", type=finite_float, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=non_negative_int, default=0)
+    p.add_argument("--top-p", type=finite_float, default=1.0, help="in (0, 1]")
+    p.add_argument("--repetition-penalty", type=finite_float, default=1.0, help="> 0")
+    p.add_argument("--seed", type=non_negative_int)
+    p.add_argument("--stop", type=utf8_text, action="append", default=[], help="stop string (repeatable)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="luodi", description="Export decoder-only LLMs and run them fast.")
+    ap = OneLineParser(prog="luodi", description="Export decoder-only LLMs and run them fast.")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("export", help="export a model (folder, .gguf or registry name) for a target")
     p.add_argument("model")
     p.add_argument("--target", default="ort")
-    p.add_argument("--out", type=Path, help="output folder (default build/<model>-<target>)")
+    p.add_argument("--out", type=out_path, help="output folder (default build/<model>-<target>)")
     _add_force(p, "export folder")
-    p.add_argument("--max-context", type=int, help="max positions (default: the model's own)")
+    p.add_argument("--max-context", type=positive_int, help="max positions (default: the model's own)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "int4"],
                    help="weights (default the target's; fp16/int8/int4 as the target config lists them; "
                         "for trt, fp16 is the whole graph's precision)")
@@ -40,24 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--method", choices=["rtn", "minmax", "hqq", "gptq", "awq"],
                        help="default the target config's (rtn); minmax: each block's own min and max (float zero "
                             "point, llama.cpp's Q4_1 grid); gptq and awq need --calib")
-    quant.add_argument("--group-size", type=int, help="block along the input dimension (default 32)")
+    quant.add_argument("--group-size", type=positive_int, help="block along the input dimension (default 32)")
     quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
     quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),
                        help="MatMuls kept at int8 in an int4 export: 'lm_head' and/or node names")
-    quant.add_argument("--size-budget", type=float, metavar="MB",
+    quant.add_argument("--size-budget", type=positive_float, metavar="MB",
                        help="mixed int4/int8: the MatMuls most sensitive on --calib text go to int8 while the "
                             "model files stay within MB")
     quant.add_argument("--accuracy-level", type=int, choices=[0, 1, 2, 3, 4],
                        help="MatMulNBits compute type (0: fp32 activations, 4: int8 activations)")
     trt = p.add_argument_group("TensorRT engine (--target trt)")
     trt.add_argument("--trt-arch", help="compute capability to build for, e.g. sm89 (default: this GPU's, else sm89)")
-    trt.add_argument("--trt-workspace-mb", type=int, help="builder workspace limit in MB")
+    trt.add_argument("--trt-workspace-mb", type=positive_int, help="builder workspace limit in MB")
     trt.add_argument("--trt-timing-cache", type=Path, help="timing cache file, read if present and updated")
-    trt.add_argument("--max-batch", type=int, default=4, help="largest batch the engine's profiles take")
+    trt.add_argument("--max-batch", type=positive_int, default=4, help="largest batch the engine's profiles take")
 
     p = sub.add_parser("generate", help="generate text with an export folder")
     p.add_argument("model", help="export folder (or, with --backend torch, any model source)")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", type=utf8_text, required=True)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
@@ -65,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_inference_precision(p)
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=thread_count)
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
     _add_speculation(p)
@@ -73,17 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time TTFT, decode tokens/s and peak RSS")
     p.add_argument("model")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--prompt")
+    src.add_argument("--prompt", type=utf8_text)
     src.add_argument("--prompt-file", type=Path)
-    src.add_argument("--prompt-tokens", type=int, help="a synthetic English prompt of N tokens")
+    src.add_argument("--prompt-tokens", type=positive_int, help="a synthetic English prompt of N tokens")
     src.add_argument("--workload", choices=["W1", "W2"], help="an anchor-kit workload (same ids as the anchors)")
     src.add_argument("--prompts", type=Path, help="a file of prompts, one per line (with --speculate: per-prompt "
                                                   "speed-ups against plain decoding, measured side by side)")
     p.add_argument("--chat", action="store_true")
-    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=positive_int, default=128)
     p.add_argument("--ignore-eos", action="store_true", help="suppress EOS so exactly --new-tokens are made")
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=positive_int, default=5)
+    p.add_argument("--threads", type=thread_count, default=2)
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, ...)")
@@ -95,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
     p.add_argument("model", type=Path, help="export folder or .onnx file")
-    p.add_argument("--step", type=int, nargs=3, metavar=("BATCH", "NEW", "PAST"),
+    p.add_argument("--step", type=non_negative_int, nargs=3, metavar=("BATCH", "NEW", "PAST"),
                    help="also plan the activations of one step: batch, new tokens per sequence, cached tokens")
     p.add_argument("--json", action="store_true")
 
@@ -104,16 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text", type=Path, required=True, help="evaluation text (any text file)")
     p.add_argument("--reference", help="reference export folder (e.g. the fp32 one) for top-1 agreement")
     p.add_argument("--prompts", type=Path, help="prompts, one per line: identical greedy prefix vs --reference")
-    p.add_argument("--window", type=int, default=512, help="tokens per window (each starts with an empty cache)")
-    p.add_argument("--max-tokens", type=int, default=2048, help="score at most this many tokens of the text")
+    p.add_argument("--window", type=at_least(2), default=512,
+                   help="tokens per window (each starts with an empty cache)")
+    p.add_argument("--max-tokens", type=at_least(2), default=2048, help="score at most this many tokens of the text")
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"])
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=thread_count)
     _add_inference_precision(p)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("bundle", help="pack an export folder into one deployment artifact for a device")
     p.add_argument("model", type=Path, help="export folder")
-    p.add_argument("--out", type=Path, help="FILE.tar (.tar.gz, .tgz) or a folder (default build/<export>.tar)")
+    p.add_argument("--out", type=out_path, help="FILE.tar (.tar.gz, .tgz) or a folder (default build/<export>.tar)")
     _add_force(p, "bundle")
 
     p = sub.add_parser("verify", help="check a bundle: manifest, every checksum, runtime versions, every path")
@@ -122,11 +125,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("triton", help="write a Triton Inference Server model repository for a bundle")
     p.add_argument("bundle", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="repository folder (other models in it are left alone)")
+    p.add_argument("--out", type=out_path, required=True, help="repository folder (other models in it are left alone)")
     _add_force(p, "Triton model of the same name")
     p.add_argument("--name", help="model name (default <model>-<backend>)")
-    p.add_argument("--threads", type=int, help="threads per model instance (default the runtime's)")
-    p.add_argument("--instances", type=int, default=1, help="model instances (each loads the bundle once)")
+    p.add_argument("--threads", type=thread_count, help="threads per model instance (default the runtime's)")
+    p.add_argument("--instances", type=positive_int, default=1, help="model instances (each loads the bundle once)")
 
     sub.add_parser("models", help="list the named models in configs/models/")
     return ap
@@ -143,8 +146,6 @@ def _cmd_export(args) -> int:
         for name, cls in PASSES.items():
             print(f"  {name:18} {cls.description}")
         return 0
-    if args.max_batch < 1:
-        raise LuodiError("--max-batch must be at least 1")
     overrides = {"method": args.method, "group_size": args.group_size, "accuracy_level": args.accuracy_level,
                  "keep": args.keep, "size_budget_mb": args.size_budget}
     quantization = {k: v for k, v in overrides.items() if v is not None}
@@ -163,8 +164,8 @@ def _cmd_export(args) -> int:
     parity = summary["parity"]
     checked = parity.get("unavailable") or (f"max |logit diff| vs transformers {parity['max_abs_diff']:.2e} "
                                             f"under {parity.get('backend', manifest['backend'])}")
-    print(json.dumps(summary) if args.json else f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; "
-                                                 f"{checked})")
+    print_json(summary) if args.json else print(f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; "
+                                                f"{checked})")
     if "tensorrt" in manifest and not args.json:
         _print_engine(manifest["tensorrt"], manifest["max_context"])
     return 0
@@ -183,9 +184,8 @@ def _cmd_eval(args) -> int:
     import luodi
 
     from .evaluate import evaluate_text, greedy_prefix, read_text
+    from .inputs import read_prompts
 
-    if args.window < 2 or args.max_tokens < 2:
-        raise LuodiError("--window and --max-tokens must be at least 2")
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads,
                     inference_precision=args.inference_precision)
     reference = luodi.load(args.reference, backend=args.backend, threads=args.threads) if args.reference else None
@@ -193,11 +193,10 @@ def _cmd_eval(args) -> int:
         raise LuodiError("--prompts compares greedy tokens with --reference; give one")
     report = evaluate_text(lm, lm.tokenizer.encode(read_text(args.text)), args.window, args.max_tokens, reference)
     if args.prompts:
-        prompts = [line.strip() for line in read_text(args.prompts).splitlines() if line.strip()]
-        report |= greedy_prefix(lm, reference, prompts)
+        report |= greedy_prefix(lm, reference, read_prompts(args.prompts))
     report["model"] = str(args.model)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
         return 0
     line = f"{args.model}: perplexity {report['perplexity']:.3f} over {report['tokens_scored']} tokens " \
            f"({report['windows']} windows of <= {report['window']})"
@@ -242,7 +241,7 @@ def _add_speculation(p) -> None:
     group.add_argument("--speculate", metavar="lookup|DRAFT_DIR|lookup,DRAFT_DIR",
                        help="draft with prompt lookup, with another export of the model (e.g. its int4 export), or "
                             "with both (the draft model, and lookup matches for free where they pay more)")
-    group.add_argument("--draft-tokens", type=int, metavar="K",
+    group.add_argument("--draft-tokens", type=positive_int, metavar="K",
                        help=f"most drafts verified per step, 1..{MAX_DRAFT_TOKENS} (default {MAX_DRAFT_TOKENS}; "
                             "adapted to how often drafts land)")
 
@@ -277,7 +276,7 @@ def _cmd_generate(args) -> int:
     if args.json:
         result = lm.generate([prompt] if args.chat else prompt, **kwargs)
         result = result[0] if isinstance(result, list) else result
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        print_json(result.to_dict())
         return 0
     stream = lm.stream(prompt, **kwargs)
     for piece in stream:
@@ -295,8 +294,9 @@ def _cmd_generate(args) -> int:
 def _cmd_bench(args) -> int:
     import luodi
 
-    from .bench import (anchor_workload, format_speculative, read_prompts, run_bench, run_speculative_bench,
-                        synthetic_prompt, timed_load)
+    from .bench import (anchor_workload, format_speculative, run_bench, run_speculative_bench, synthetic_prompt,
+                        timed_load)
+    from .inputs import read_prompts, read_text_file
 
     lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
                                                device=args.device, providers=args.providers,
@@ -306,11 +306,11 @@ def _cmd_bench(args) -> int:
         ids, new_tokens = anchor_workload(args.workload)
         prompts = [ids]
     elif args.prompt_tokens:
-        prompts = [synthetic_prompt(lm.tokenizer, args.prompt_tokens)]
+        prompts = [synthetic_prompt(lm.tokenizer, min(args.prompt_tokens, lm.backend.max_context))]
     else:
         default = args.prompt or "What is the capital of France?"
         texts = read_prompts(args.prompts) if args.prompts else [
-            args.prompt_file.read_text() if args.prompt_file else default]
+            read_text_file(args.prompt_file, "prompt file") if args.prompt_file else default]
         prompts = [lm.tokenizer.encode_chat([{"role": "user", "content": t}]) if args.chat else lm.tokenizer.encode(t)
                    for t in texts]
     ignore_eos = args.ignore_eos or bool(args.workload)
@@ -318,13 +318,13 @@ def _cmd_bench(args) -> int:
         report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,
                                        ignore_eos)
         report |= {"model": str(args.model), "speculate": args.speculate, "threads": args.threads}
-        print(json.dumps(report) if args.json else format_speculative(report))
+        print_json(report) if args.json else print(format_speculative(report))
         return 0
     for ids in prompts:
         report = run_bench(lm, ids, new_tokens, args.repeat, ignore_eos=ignore_eos)
         report |= {"model": str(args.model), "load_s": load_s, "threads": args.threads}
         if args.json:
-            print(json.dumps(report))
+            print_json(report)
         else:
             runtime = " ".join(filter(None, (report["backend"], report["inference_precision"])))
             print(f"{args.model} [{runtime}, {args.threads} threads]: prompt {report['prompt_tokens']} "
@@ -338,7 +338,7 @@ def _cmd_inspect(args) -> int:
     from .inspect import format_report, inspect_model
 
     report = inspect_model(args.model, tuple(args.step) if args.step else None)
-    print(json.dumps(report) if args.json else format_report(report))
+    print_json(report) if args.json else print(format_report(report))
     return 0
 
 
@@ -357,7 +357,7 @@ def _cmd_verify(args) -> int:
 
     report = verify_bundle(args.bundle)
     if args.json:
-        print(json.dumps(report))
+        print_json(report)
         return 0
     needs = ", ".join(f"{k} >= {v['minimum']} (installed {v['installed']})" for k, v in report["requires"].items())
     print(f"{args.bundle}: OK: {report['files']} files, {report['bytes'] / 1e6:.1f} MB, every sha256 and path "
@@ -369,8 +369,6 @@ def _cmd_verify(args) -> int:
 def _cmd_triton(args) -> int:
     from .serving.triton import write_triton_repo
 
-    if args.instances < 1:
-        raise LuodiError("--instances must be at least 1")
     models = write_triton_repo(args.bundle, args.out, args.name, args.threads, args.instances, force=args.force)
     for name, what in models.items():
         print(f"{args.out}/{name}: {what}")
@@ -387,16 +385,28 @@ def _cmd_models(args) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of the `luodi` command."""
-    args = _parser().parse_args(argv)
+    """Entry point of the `luodi` command. A user's mistake (a bad value, file or path) prints one line and exits
+    1 (2 for a bad flag, from argparse); anything else is a bug and keeps its traceback."""
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
                "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
                "triton": _cmd_triton}
     try:
+        args = _parser().parse_args(argv)
         return handler[args.command](args)
     except LuodiError as e:
-        print(f"luodi: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(str(e))
+    except OSError as e:  # a system call on a path failed: missing, unreadable, read-only, not a folder, disk full
+        if e.errno is None:
+            raise
+        return _fail(os_error_line(e))
+    except UnicodeError as e:
+        return _fail(f"text luodi cannot read or write as UTF-8 ({e})")
     except KeyboardInterrupt:
         print("luodi: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    """Print a user's mistake as luodi's one-line error; the exit code 1."""
+    print(f"luodi: error: {one_line(message)}", file=sys.stderr)
+    return 1

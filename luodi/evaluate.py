@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LuodiError
+from .inputs import read_text_file
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -68,11 +69,8 @@ def greedy_prefix(lm, reference, prompts: list[str], max_new_tokens: int = 64) -
 
 
 def read_text(path: Path) -> str:
-    """The evaluation or calibration text, or a clear error when it is missing or empty."""
-    path = Path(path)
-    if not path.is_file():
-        raise LuodiError(f"text file {path} does not exist")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    """The evaluation or calibration text (UTF-8), or a one-line error when it is unreadable or empty."""
+    text = read_text_file(path)
     if not text.strip():
         raise LuodiError(f"text file {path} is empty")
     return text

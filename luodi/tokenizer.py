@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptModelError, LuodiError
+from .errors import BadInputError, CorruptModelError
+from .inputs import check_messages, check_text
 
 
 # the files Tokenizer reads from a folder: tokenizer.json (required), then its config and chat template if present
@@ -35,7 +36,7 @@ class Tokenizer:
     def __init__(self, folder: Path):
         from tokenizers import Tokenizer as FastTokenizer
 
-        folder = Path(folder)
+        self.folder = folder = Path(folder)
         try:
             self._tok = FastTokenizer.from_file(str(folder / TOKENIZER_FILES[0]))
             config = json.loads((folder / TOKENIZER_FILES[1]).read_text()) if (
@@ -83,42 +84,32 @@ class Tokenizer:
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of text; with add_special_tokens, as the Hugging Face tokenizer's default call."""
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        return self._tok.encode(check_text(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of token ids (special tokens dropped by default, as in generated output)."""
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The chat template applied to messages, as transformers' apply_chat_template(tokenize=False);
-        malformed messages, and messages the template itself refuses, are a one-line LuodiError."""
+        """The chat template applied to messages, as transformers' apply_chat_template(tokenize=False)."""
         from jinja2.exceptions import TemplateError
 
         if not self.chat_template:
-            raise CorruptModelError("this model has no chat template")
-        check_messages(messages)
-        template = _template_env().from_string(self.chat_template)
+            raise BadInputError(f"{self.folder}: this model has no chat template (a base model?): give it a plain "
+                                "prompt, not chat messages")
+        messages = check_messages(messages)
+        try:
+            template = _template_env().from_string(self.chat_template)
+        except TemplateError as e:
+            raise CorruptModelError(f"{self.folder}: the chat template is not valid jinja ({e})") from None
         try:
             return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
         except TemplateError as e:
-            raise LuodiError(f"the chat template refused the messages: {e}") from None
+            raise BadInputError(f"the chat template refused these messages: {e}") from None
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """Token ids of a chat prompt (the template supplies the special tokens, so none are added)."""
         return self.encode(self.render_chat(messages), add_special_tokens=False)
-
-
-def check_messages(messages) -> list[dict]:
-    """`messages` if they are chat messages as templates read them: a non-empty list of objects, each with a
-    string "role" and a string "content"; else a one-line LuodiError naming the first bad one."""
-    if not isinstance(messages, list) or not messages:
-        raise LuodiError('chat messages must be a non-empty list of {"role": ..., "content": ...} objects')
-    for i, message in enumerate(messages):
-        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)):
-            raise LuodiError(f'chat message {i} must be an object with a string "role" and a string "content", '
-                             f"not {repr(message)[:80]}")
-    return messages
 
 
 def _token_text(value) -> str | None:

@@ -2,7 +2,7 @@
 
 from dataclasses import asdict, dataclass
 
-from ..errors import UnsupportedArchitectureError
+from ..errors import CorruptModelError, UnsupportedArchitectureError
 from ..families import family_of
 
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -74,6 +74,8 @@ def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
         factor = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", None)) or 1.0
         rotary_dim = int(head_dim * factor)
     limit = config.max_position_embeddings
+    if not isinstance(limit, int) or limit < 1:
+        raise CorruptModelError(f"config.json: max_position_embeddings {limit!r} is not a context length")
     window = _sliding_window(config)
     if window:
         limit = min(limit, window)

@@ -5,6 +5,15 @@ from pathlib import Path
 from ..errors import LuodiError
 
 BACKENDS = ("ort", "openvino", "tensorrt")
+MAX_THREADS = 1024  # far above any CPU's cores; a runtime asked for millions of threads exhausts memory
+
+
+def check_threads(threads) -> int | None:
+    """A thread count (None: the runtime's default), or an error for anything but an integer in 1..MAX_THREADS."""
+    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and
+                           1 <= threads <= MAX_THREADS):
+        return threads
+    raise LuodiError(f"threads must be an integer in 1..{MAX_THREADS}, got {threads!r}")
 
 
 def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads: int | None = None,
@@ -12,6 +21,7 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
     """The backend that runs an export folder's model (its manifest's backend unless `kind` is given);
     `device` and `inference_precision` (f32, bf16, f16) set up OpenVINO, `providers` ONNX Runtime's execution
     providers."""
+    check_threads(threads)
     kind = kind or manifest["backend"]
     model, spec = Path(folder) / manifest["model_file"], {**manifest["spec"]}
     backend = None

@@ -1,6 +1,8 @@
 """Generation settings and next-token selection: greedy, or sampling with temperature, top-k, top-p and a
 seed; repetition penalty. The order matches transformers' generate (penalty, temperature, top-k, top-p)."""
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,15 +30,20 @@ class GenerationConfig:
     ignore_eos: bool = False
 
     def validate(self) -> "GenerationConfig":
-        """Raise GenerationConfigError on values no sampler can use."""
+        """Raise GenerationConfigError on values no sampler can use (wrong types, NaN and infinities included)."""
         checks = [
-            (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 0,
-             f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}"),
-            (self.temperature is None or self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}"),
-            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
-            (isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}"),
-            (self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}"),
-            (all(isinstance(s, str) and s for s in self.stop_strings), "stop strings must be non-empty strings"),
+            (_integer(self.max_new_tokens, 0), f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}"),
+            (self.temperature is None or _finite(self.temperature) and self.temperature >= 0,
+             f"temperature must be >= 0 and finite, got {self.temperature!r}"),
+            (_finite(self.top_p) and 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}"),
+            (_integer(self.top_k, 0), f"top_k must be an integer >= 0, got {self.top_k!r}"),
+            (_finite(self.repetition_penalty) and self.repetition_penalty > 0,
+             f"repetition_penalty must be > 0 and finite, got {self.repetition_penalty!r}"),
+            (self.seed is None or _integer(self.seed, 0), f"seed must be an integer >= 0, got {self.seed!r}"),
+            (isinstance(self.stop_token_ids, (list, tuple, set)) and all(_integer(t, 0) for t in self.stop_token_ids),
+             f"stop_token_ids must be a list of integers >= 0, got {self.stop_token_ids!r}"),
+            (isinstance(self.stop_strings, (list, tuple)) and all(isinstance(s, str) and s for s in self.stop_strings),
+             "stop_strings must be a list of non-empty strings"),
         ]
         for ok, message in checks:
             if not ok:
@@ -51,6 +58,16 @@ class GenerationConfig:
         if self.do_sample is None:
             return self.temperature is not None or self.top_k > 0 or self.top_p < 1.0
         return bool(self.do_sample)
+
+
+def _integer(value, low: int) -> bool:
+    """An integer >= low (bools are not counted as integers)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _finite(value) -> bool:
+    """A real number that is neither NaN nor infinite (bools excluded)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def apply_repetition_penalty(logits: np.ndarray, seen: list[np.ndarray], penalty: float) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 import luodi
-from luodi.tokenizer import check_messages
+from luodi.inputs import check_messages
 
 log = logging.getLogger(__name__)
 
