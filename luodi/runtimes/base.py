@@ -5,14 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract.graph import kv_names  # re-exported for the modules that still import it from here
 from ..errors import LuodiError
 
-
-def kv_names(num_layers: int) -> tuple[list[str], list[str]]:
-    """The graph's KV-cache input names (past_key_values.{i}.key|value) and the matching output names
-    (present.{i}.key|value), layer by layer."""
-    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return past, [name.replace("past_key_values", "present", 1) for name in past]
+__all__ = ["Backend", "KVState", "kv_names"]
 
 
 @dataclass
