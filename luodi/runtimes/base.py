@@ -8,9 +8,6 @@ import numpy as np
 from ..errors import LuodiError
 
 
-from ..contract.graph import kv_names  # noqa: F401  (re-exported until every backend reads the contract)
-
-
 @dataclass
 class KVState:
     """One generation's KV cache as the backend holds it, and how many positions it covers."""

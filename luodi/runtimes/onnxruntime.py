@@ -1,28 +1,22 @@
-"""ONNX Runtime (CPU) backend over IO binding, for both KV-cache layouts an export can have.
+"""ONNX Runtime (CPU) backend over IO binding, for every KV-cache layout an ort or trt export can have.
 
-- concat: each step's presents (past + new) are bound as the next step's pasts; no numpy copy of the cache.
-- shared_buffer (the inplace_kv_cache pass): one [batch, kv_heads, capacity, head_dim] buffer per layer
-  and key/value is bound as both past and present, so a step writes its new positions in place. Each
-  sequence's cache starts at slot 0 with no padding, so a multi-token step over a padded batch (or over
-  a batch with a past, which GroupQueryAttention does not take) runs one sequence at a time, each on its
-  own rows of the buffers.
-- scatter_buffer (the kv_cache_scatter pass, standard ops): one [batch, kv_heads, max_context, head_dim]
-  buffer per layer and key/value, bound as both past and present; TensorScatter writes a step's positions
-  at slot (mask width - new positions) for every row, so padded batches run whole.
+The backend owns the session, a step's inputs (token ids, or their rows read from the data file for a graph
+that takes inputs_embeds), the logits it binds as an output and the run; its KV-cache strategy
+(runtimes/ort_cache.py: concatenated presents, the shared in-place buffer or the scatter buffer), chosen once
+from the manifest's kv_cache, owns the cache between steps and how each step binds it.
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..contract.graph import INPUT_IDS, INPUTS_EMBEDS
+from ..contract.graph import ATTENTION_MASK, INPUT_IDS, INPUTS_EMBEDS, LOGITS, POSITION_IDS, is_past_name
 from ..errors import CorruptModelError, LuodiError
-from .base import Backend, KVState, kv_names
+from .base import Backend, KVState
 from .embedding_table import EmbeddingTable
+from .ort_cache import KVGeometry, strategy_for
 
-KV_LAYOUTS = ("concat", "shared_buffer", "scatter_buffer")
 # --providers names -> ONNX Runtime execution providers (the GPU ones come with onnxruntime-gpu or a provider
 # package); CPU is always appended as the fallback for nodes a provider does not take
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
@@ -54,16 +48,13 @@ def _session_options(ort, threads: int | None, spin_between_runs: bool = True):
     return opts
 
 
-@dataclass
-class _SharedBuffers:
-    """A generation's KV buffers (one per layer and key/value) and the IO binding that holds them."""
-
-    buffers: list
-    binding: object = None
+def _dtype(onnx_type: str) -> type:
+    """The numpy dtype of a session input or output: fp16 graphs (the trt target's) or fp32."""
+    return np.float16 if onnx_type == "tensor(float16)" else np.float32
 
 
 class OrtBackend(Backend):
-    """Runs an exported model.onnx on ONNX Runtime's CPU execution provider."""
+    """Runs an exported model.onnx on ONNX Runtime (CPU, or the execution providers asked for)."""
 
     name = "ort"
 
@@ -73,26 +64,29 @@ class OrtBackend(Backend):
             import onnxruntime as ort
         except ImportError:
             raise LuodiError("onnxruntime is not installed: pip install 'luodi[runtime-ort]'") from None
-        if kv_cache not in KV_LAYOUTS:
-            raise CorruptModelError(f"unknown KV cache layout {kv_cache!r} (known: {', '.join(KV_LAYOUTS)})")
+        strategy = strategy_for(kv_cache)
         self._ort = ort
         self._session_args = (str(model_path), threads, execution_providers(ort, providers))
-        self.spec, self.kv_cache = spec, kv_cache
+        self.spec = spec
         self.max_context = spec["max_context"]
         self.vocab_size = spec["vocab_size"]
         self.spin_between_runs = True
         self.session = self._open_session()
-        self.past_names, self.present_names = kv_names(spec["num_layers"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        inputs = self.session.get_inputs()
         # a graph whose embedding lookup was left to the runtime (embedding_input) takes the rows, read from the file
-        self._embeddings = EmbeddingTable.for_graph({i.name for i in self.session.get_inputs()},
-                                                    Path(model_path).parent, embedding_table)
-        self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
-        past_type = next(i.type for i in self.session.get_inputs() if i.name == self.past_names[0])
-        self._kv_dtype = np.float16 if past_type == "tensor(float16)" else np.float32  # fp16 graphs (trt target)
-        logits = self.session.get_outputs()[0]
-        self._logits_dtype = np.float16 if logits.type == "tensor(float16)" else np.float32
+        self._embeddings = EmbeddingTable.for_graph({i.name for i in inputs}, Path(model_path).parent,
+                                                    embedding_table)
+        past_type = next(i.type for i in inputs if is_past_name(i.name))
+        geometry = KVGeometry(spec["num_layers"], spec["num_kv_heads"], spec["head_dim"], _dtype(past_type))
+        self.kv = strategy(self, geometry, self.max_context)
+        logits = next(o for o in self.session.get_outputs() if o.name == LOGITS)
+        self._logits_dtype = _dtype(logits.type)
         self._logits_width = logits.shape[-1] if isinstance(logits.shape[-1], int) else self.vocab_size
+
+    @property
+    def kv_cache(self) -> str:
+        """The manifest's name of the graph's KV-cache layout."""
+        return self.kv.layout.name
 
     def _open_session(self):
         path, threads, providers = self._session_args
@@ -116,125 +110,56 @@ class OrtBackend(Backend):
             self.session = self._open_session()
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
+        """An empty state whose cache the strategy makes (buffers, or empty pasts)."""
         state = super().new_state(batch, capacity)
-        if self.kv_cache != "concat":  # zero pages are only backed by memory once written
-            heads, _, dim = self._kv_shape
-            slots = self.max_context if self.kv_cache == "scatter_buffer" else state.capacity
-            state.cache = _SharedBuffers([np.zeros((batch, heads, slots, dim), dtype=self._kv_dtype)
-                                          for _ in self.past_names])
+        state.cache = self.kv.new_cache(batch, state.capacity)
         return state
 
     def shares_cache_with(self, owner: Backend) -> bool:
-        """Another ORT export with the same in-place KV buffers (layers, heads, head size, dtype)."""
-        return (isinstance(owner, OrtBackend) and self.kv_cache == owner.kv_cache == "shared_buffer"
-                and self.past_names == owner.past_names and self._kv_shape == owner._kv_shape
-                and self._kv_dtype == owner._kv_dtype)
+        """Another ORT export whose cache this one's strategy can step over (the same in-place KV buffers)."""
+        return isinstance(owner, OrtBackend) and self.kv.shares_with(owner.kv)
 
     def view_state(self, state: KVState) -> KVState:
         """The same KV buffers, bound to this session on its first step."""
-        return KVState(state.batch, state.capacity, state.past_length, _SharedBuffers(state.cache.buffers))
+        return KVState(state.batch, state.capacity, state.past_length, self.kv.view(state.cache))
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
+        """One step through the cache strategy; the state then covers the step's positions too."""
         input_ids, attention_mask, position_ids = (np.ascontiguousarray(a, dtype=np.int64)
                                                    for a in (input_ids, attention_mask, position_ids))
-        if self.kv_cache != "concat":
-            return self._forward_shared(state, input_ids, attention_mask, position_ids)
-        return self._forward_concat(state, input_ids, attention_mask, position_ids)
-
-    def _forward_concat(self, state, input_ids, attention_mask, position_ids) -> np.ndarray:
-        binding = self._bind_inputs(input_ids, attention_mask, position_ids)
-        if state.cache is None:
-            empty = np.zeros((state.batch, *self._kv_shape), dtype=self._kv_dtype)
-            for name in self.past_names:
-                binding.bind_cpu_input(name, empty)
-        else:
-            for name, value in zip(self.past_names, state.cache):
-                binding.bind_ortvalue_input(name, value)
-        for name in self.output_names:
-            binding.bind_output(name, "cpu")
-        self._run(binding)
-        outputs = binding.get_outputs()
-        state.cache = outputs[1:]
+        logits = self.kv.step(state, input_ids, attention_mask, position_ids)
         state.past_length += input_ids.shape[1]
-        return outputs[0].numpy().astype(np.float32, copy=False)
-
-    def _truncate(self, state: KVState, past_length: int) -> None:
-        """Shared and scatter buffers are addressed by the next step's mask width; concat caches are cut."""
-        if self.kv_cache == "concat":
-            state.cache = [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v.numpy()[:, :, :past_length]))
-                           for v in state.cache]
-
-    def _forward_shared(self, state, input_ids, attention_mask, position_ids) -> np.ndarray:
-        batch, seq = input_ids.shape
-        if attention_mask.shape[1] > state.capacity:
-            raise LuodiError(f"the KV cache holds {state.capacity} positions; this step needs "
-                             f"{attention_mask.shape[1]}")
-        one_by_one = self.kv_cache == "shared_buffer" and seq > 1 and batch > 1 and (
-            state.past_length > 0 or not attention_mask.all())
-        if one_by_one:
-            kept = self.kept_rows(seq)
-            logits = np.stack([_front_pad(self._run_row(state, row, input_ids, attention_mask), kept)
-                               for row in range(batch)])
-        else:
-            if state.cache.binding is None:  # the buffers stay bound from step to step; only the inputs change
-                state.cache.binding = self._bind_buffers(self.session.io_binding(), state.cache.buffers)
-            logits = self._run_shared(state.cache.binding, input_ids, attention_mask, position_ids)
-        state.past_length += seq
         return logits
 
-    def _run_row(self, state, row: int, input_ids, attention_mask) -> np.ndarray:
-        """One sequence of a multi-token step, its padding dropped, on its own rows of the buffers; the logits of
-        its last positions [n, vocab]."""
-        seq = input_ids.shape[1]
-        new = attention_mask[row, -seq:] > 0
-        if not new.any():
-            raise LuodiError(f"sequence {row} has no tokens in this step")
-        past = int(attention_mask[row, :-seq].sum())
-        ids = input_ids[row, new][None]
-        mask = np.ones((1, past + ids.shape[1]), dtype=np.int64)
-        positions = np.arange(past, past + ids.shape[1], dtype=np.int64)[None]
-        binding = self._bind_buffers(self.session.io_binding(), [b[row:row + 1] for b in state.cache.buffers])
-        return self._run_shared(binding, ids, mask, positions)[0]
+    def _truncate(self, state: KVState, past_length: int) -> None:
+        self.kv.truncate(state, past_length)
 
-    def _bind_buffers(self, binding, buffers: list[np.ndarray]):
-        """Bind each KV buffer as its layer's past and present (each step binds its own logits array)."""
-        for past, present, buffer in zip(self.past_names, self.present_names, buffers):
-            value = self._ort.OrtValue.ortvalue_from_numpy(buffer)
-            binding.bind_ortvalue_input(past, value)
-            binding.bind_ortvalue_output(present, value)
-        return binding
+    def io_binding(self):
+        """A fresh IO binding of the current session (share_cpu may re-open it)."""
+        return self.session.io_binding()
 
-    def _run_shared(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
-        """Run a step on bound KV buffers. The logits are written into a fresh array bound as the output:
-        reading them back with get_outputs() wraps every present as well, 0.2 ms of a 6 ms INT4 step."""
-        self._bind_inputs(input_ids, attention_mask, position_ids, binding)
+    def ort_value(self, array: np.ndarray):
+        """An OrtValue over the array's memory (no copy), to bind as a KV input or output."""
+        return self._ort.OrtValue.ortvalue_from_numpy(array)
+
+    def run_bound(self, binding, input_ids, attention_mask, position_ids) -> np.ndarray:
+        """Run a step whose KV tensors `binding` holds. The logits are written into a fresh array bound as the
+        output: reading them back with get_outputs() wraps every present as well, 0.2 ms of a 6 ms INT4 step."""
+        self._bind_inputs(binding, input_ids, attention_mask, position_ids)
         batch, seq = input_ids.shape
         logits = np.empty((batch, self.kept_rows(seq), self._logits_width), self._logits_dtype)
-        binding.bind_output(self.output_names[0], "cpu", element_type=logits.dtype, shape=logits.shape,
+        binding.bind_output(LOGITS, "cpu", element_type=logits.dtype, shape=logits.shape,
                             buffer_ptr=logits.ctypes.data)
-        self._run(binding)
-        return logits.astype(np.float32, copy=False)
-
-    def _bind_inputs(self, input_ids, attention_mask, position_ids, binding=None):
-        binding = binding or self.session.io_binding()
-        if self._embeddings is None:
-            binding.bind_cpu_input(INPUT_IDS, input_ids)
-        else:
-            binding.bind_cpu_input(INPUTS_EMBEDS, self._embeddings(input_ids))
-        binding.bind_cpu_input("attention_mask", attention_mask)
-        binding.bind_cpu_input("position_ids", position_ids)
-        return binding
-
-    def _run(self, binding) -> None:
         try:
             self.session.run_with_iobinding(binding)
         except Exception as e:  # ORT raises its own types; turn them into one clear line
             raise LuodiError(f"ONNX Runtime failed to run the model: {str(e).splitlines()[0][:300]}") from None
+        return logits.astype(np.float32, copy=False)
 
-
-def _front_pad(logits: np.ndarray, rows: int) -> np.ndarray:
-    """A sequence's logits [n, vocab] as `rows` rows: its last ones, after zero rows for the step's left padding
-    (which has none; a sequence with fewer tokens than the padded step may return more rows than it keeps)."""
-    logits = logits[-rows:]
-    missing = rows - logits.shape[0]
-    return np.concatenate([np.zeros((missing, logits.shape[1]), logits.dtype), logits]) if missing > 0 else logits
+    def _bind_inputs(self, binding, input_ids, attention_mask, position_ids) -> None:
+        if self._embeddings is None:
+            binding.bind_cpu_input(INPUT_IDS, input_ids)
+        else:
+            binding.bind_cpu_input(INPUTS_EMBEDS, self._embeddings(input_ids))
+        binding.bind_cpu_input(ATTENTION_MASK, attention_mask)
+        binding.bind_cpu_input(POSITION_IDS, position_ids)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.graph import kv_names
 from ..errors import CorruptModelError, LuodiError
-from .base import Backend, KVState, kv_names
+from .base import Backend, KVState
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
