@@ -117,6 +117,7 @@ def test_profiles_cover_every_shape_the_decode_loop_makes():
         pick_profile(all_profiles, {"input_ids": (1, 41), "attention_mask": (1, 41), "position_ids": (1, 41)})
 
 
+@needs_trt  # the stand-in reads the profiles an engine build records
 def test_backend_bookkeeping_through_a_cpu_stand_in(export_dir):
     """TensorRTBackend's profile choice, shapes, KV aliasing and logits copy, with a stand-in engine that runs
     the engine's own ONNX graph on ONNX Runtime: same tokens as the ONNX Runtime backend, padded batch too."""
@@ -136,6 +137,7 @@ def test_backend_bookkeeping_through_a_cpu_stand_in(export_dir):
         lm.generate(["a"] * 5, max_new_tokens=2)
 
 
+@needs_trt  # the stand-in reads the profiles an engine build records
 def test_prompt_beyond_the_prefill_profile_is_refused_before_running(export_dir):
     backend, engine = stand_in(export_dir("tiny-llama", "trt"))
     too_long = np.ones((1, backend.max_context), np.int64)
@@ -163,12 +165,14 @@ def test_engine_from_another_tensorrt_is_refused_on_load(export_dir, tmp_path):
         luodi.load(_copy(export_dir("tiny-llama", "trt"), tmp_path, other_version))
 
 
+@needs_trt  # without TensorRT the export has no engine, which is its own message
 @pytest.mark.skipif(current_arch() is not None, reason="checks the CPU-only message")
 def test_running_an_engine_without_a_gpu_says_so(export_dir):
     with pytest.raises(LuodiError, match="needs an NVIDIA GPU.*--backend ort"):
         luodi.load(export_dir("tiny-llama", "trt"))
 
 
+@needs_trt  # needs an engine file to damage
 def test_corrupt_engine_file_is_refused(export_dir, tmp_path):
     folder = _copy(export_dir("tiny-llama", "trt"), tmp_path)
     engine = folder / "model.engine"
