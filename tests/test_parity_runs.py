@@ -2,6 +2,8 @@
 competing CPU load and on one CPU or all of them (issue #25)."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -33,6 +35,12 @@ def test_openvino_parity_is_bit_identical_across_processes_load_and_cpus(wide_op
     assert [r["cpus"] for r in runs] == [sorted(c) if c else "all" for c in cpu_sets(3)]
     assert len({(r["max_abs_diff"], r["logits_sha256"]) for r in runs}) == 1, runs
     assert runs[0]["logits_sha256"] == read_manifest(folder)["parity"]["logits_sha256"]  # the export's own check
+
+
+def test_command_line_runs_and_reports(wide_openvino):
+    done = subprocess.run([sys.executable, "-m", "luodi.exporters.parity_runs", str(wide_openvino[1]), "--runs", "1",
+                           "--load", "0"], capture_output=True, text=True)
+    assert done.returncode == 0 and "run 1: max |logit diff|" in done.stdout and "bit-identical" in done.stdout
 
 
 def test_parity_pins_its_threads_and_gives_them_back(wide_openvino):

@@ -68,7 +68,8 @@ def run_in_process(folder: Path, model: str | None, cpus: set[int] | None) -> di
     """run_once in a fresh Python process (running this same luodi) on `cpus` (None: on this process's CPUs)."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", __name__, str(folder), "--once", *(["--model", model] if model else []),
+    module = __spec__.name  # not __name__, which is __main__ under python -m
+    command = [sys.executable, "-m", module, str(folder), "--once", *(["--model", model] if model else []),
                *(["--cpus", ",".join(map(str, sorted(cpus)))] if cpus else [])]
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -101,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         print(json.dumps(run_once(args.folder, args.model)))
         return 0
-    results = parity_runs(args.folder, args.runs, args.load, args.model)
+    try:
+        results = parity_runs(args.folder, args.runs, args.load, args.model)
+    except LuodiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for i, r in enumerate(results, 1):
         print(f"run {i}: max |logit diff| {r['max_abs_diff']:.6e}  logits {r['logits_sha256']}  cpus {r['cpus']}")
     identical = len({(r["max_abs_diff"], r["logits_sha256"]) for r in results}) == 1
