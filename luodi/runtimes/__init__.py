@@ -17,10 +17,11 @@ def check_threads(threads) -> int | None:
 
 
 def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads: int | None = None,
-                 device: str = "CPU", providers: list[str] | None = None, inference_precision: str = "f32"):
+                 device: str = "CPU", providers: list[str] | None = None, inference_precision: str = "f32",
+                 exact: bool = False):
     """The backend that runs an export folder's model (its manifest's backend unless `kind` is given);
-    `device` and `inference_precision` (f32, bf16, f16) set up OpenVINO, `providers` ONNX Runtime's execution
-    providers."""
+    `device`, `inference_precision` (f32, bf16, f16) and `exact` (no speed-for-accuracy heuristics: the parity
+    check) set up OpenVINO, `providers` ONNX Runtime's execution providers."""
     check_threads(threads)
     kind = kind or manifest["backend"]
     model, spec = Path(folder) / manifest["model_file"], {**manifest["spec"]}
@@ -39,7 +40,7 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
 
         backend = OpenVinoBackend(model, spec, device=device, threads=threads,
                                   fp32=manifest.get("precision", "fp32") == "fp32",
-                                  precision=inference_precision)
+                                  precision=inference_precision, exact=exact)
     if backend is not None:
         # exports before the logits window kept the last position only ("logits": "last")
         backend.logits_window = manifest.get("logits_window", 1 if manifest.get("logits") == "last" else None)

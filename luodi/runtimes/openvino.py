@@ -30,7 +30,8 @@ def import_openvino():
     return openvino
 
 
-def compile_options(threads: int | None, hint: str, precision: str = "f32", kv_f32: bool = True) -> dict:
+def compile_options(threads: int | None, hint: str, precision: str = "f32", kv_f32: bool = True,
+                    exact: bool = False) -> dict:
     """The CPU plugin's properties: performance hint, threads, the precision activations are computed in, and
     (`kv_f32`, fp32 exports) an f32 KV cache instead of the plugin's u8 default.
 
@@ -39,14 +40,21 @@ def compile_options(threads: int | None, hint: str, precision: str = "f32", kv_f
     dynamic quantization, groups of 32): on SmolLM2 with AMX, int8 decode steps took 8.6 ms against 14.8 in bf16
     (int4: 6.2 against 7.6), at a perplexity of +0.83% over fp32 against +0.62% (GPL-3 text); a 512-token
     prefill takes 3x as long as in bf16. bf16 and f16, where the CPU has them, trade fidelity for speed on
-    fp32 and fp16 IRs and give the faster long prefill (check_precision vets the value first)."""
+    fp32 and fp16 IRs and give the faster long prefill (check_precision vets the value first).
+
+    `exact` (the export's parity check) asks for the plugin's ACCURACY mode and sets an f32 KV cache and no dynamic
+    quantization explicitly (a model's rt_info may otherwise turn them back on): nothing the plugin picks by CPU,
+    version or heuristic may trade accuracy for speed. An fp32 export computes the same bits either way here (AVX-512
+    BF16 Zen 4, OpenVINO 2026.4); an int8/int4 one computes its activations in f32 rather than int8."""
     if hint not in PERFORMANCE_HINTS:
         raise LuodiError(f"unknown performance hint {hint!r}; choose one of {', '.join(PERFORMANCE_HINTS)}")
     options = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
     if threads:
         options["INFERENCE_NUM_THREADS"] = int(threads)
-    if kv_f32:
+    if kv_f32 or exact:
         options["KV_CACHE_PRECISION"] = "f32"
+    if exact:
+        options |= {"EXECUTION_MODE_HINT": "ACCURACY", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
     return options
 
 
@@ -65,12 +73,13 @@ def check_precision(core, device: str, precision: str) -> None:
 
 class OpenVinoBackend(Backend):
     """Runs an exported OpenVINO IR (stateful or stateless) on an OpenVINO device (CPU by default), computing in
-    `precision` (f32 unless asked; `fp32`: the export's weights are fp32, so an f32 run keeps an f32 KV cache)."""
+    `precision` (f32 unless asked; `fp32`: the export's weights are fp32, so an f32 run keeps an f32 KV cache;
+    `exact`: the parity check's settings, see compile_options)."""
 
     name = "openvino"
 
     def __init__(self, model_path: Path, spec: dict, device: str = "CPU", threads: int | None = None,
-                 hint: str = "LATENCY", fp32: bool = True, precision: str = "f32"):
+                 hint: str = "LATENCY", fp32: bool = True, precision: str = "f32", exact: bool = False):
         ov = import_openvino()
         self.spec, self.max_context, self.vocab_size = spec, spec["max_context"], spec["vocab_size"]
         self.inference_precision = precision
@@ -85,7 +94,7 @@ class OpenVinoBackend(Backend):
         try:
             model = core.read_model(str(model_path))
             # an fp32 export computed in f32 keeps its KV cache in f32; bf16/f16 take the plugin's cache precision
-            options = compile_options(threads, hint, precision, kv_f32=fp32 and precision == "f32")
+            options = compile_options(threads, hint, precision, kv_f32=fp32 and precision == "f32", exact=exact)
             self.compiled = core.compile_model(model, device, options)
         except Exception as e:  # OpenVINO raises RuntimeError with multi-line messages
             raise CorruptModelError(f"{model_path}: OpenVINO cannot load the model "
