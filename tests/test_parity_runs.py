@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from luodi.exporters import export_model
+from luodi.targets import get_target
 from luodi.targets.parity import PARITY_THREADS, check_parity
 from luodi.targets.parity_runs import competing_load, cpu_sets, parity_runs
 from luodi.loaders.hf_folder import load_reference
@@ -46,7 +47,9 @@ def test_command_line_runs_and_reports(wide_openvino):
 def test_parity_pins_its_threads_and_gives_them_back(wide_openvino):
     model, folder = wide_openvino
     before = torch.get_num_threads()
-    parity = check_parity(folder, read_manifest(folder), load_reference(model))
+    target = get_target("openvino")
+    parity = check_parity(folder, read_manifest(folder), load_reference(model), target,
+                          target.settings("fp32", None, None))
     assert parity["threads"] == PARITY_THREADS and torch.get_num_threads() == before
 
 
