@@ -67,3 +67,20 @@ def test_int4_export_is_planned_with_its_folded_weights_apart(tmp_path, monkeypa
     assert memory["folded_weight_bytes"] == decode["folded_weight_bytes"] > 0
     assert "computes from them at load" in format_report(inspect_model(folder))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int4"]
+
+
+def test_kv_bytes_follow_the_cache_dtype(tmp_path):
+    """A trt fp16 export's KV cache is fp16: its manifest reports half the KV bytes of the fp32 export's, and the
+    manifest says which dtype (the contract's cache_dtype)."""
+    from luodi.contract import Manifest
+    from luodi.exporters import export_model
+    from luodi.manifest import read_manifest
+
+    got = {}
+    for precision in ("fp32", "fp16"):
+        folder = export_model("tiny-llama", target="trt", precision=precision, out=tmp_path / precision,
+                              progress=False)
+        manifest = read_manifest(folder)
+        got[precision] = (manifest["memory"]["kv_bytes_per_token"], Manifest.from_json(manifest, "t").cache_dtype)
+    assert got["fp32"][1] == "float32" and got["fp16"][1] == "float16"
+    assert got["fp16"][0] * 2 == got["fp32"][0] > 0

@@ -122,7 +122,7 @@ def test_replacing_a_model_that_had_a_raw_folder_removes_it_only_with_force(bund
 
     repo = tmp_path / "repo"
     write_triton_repo(bundle[1], repo, name="m")
-    monkeypatch.setattr(triton, "RAW_PLATFORMS", {})  # as for an OpenVINO bundle: no raw model
+    monkeypatch.setattr(triton, "raw_platform", lambda manifest: None)  # as for an OpenVINO bundle: no raw model
     with pytest.raises(luodi.LuodiError, match="is an earlier luodi Triton model folder; pass --force"):
         write_triton_repo(bundle[1], repo, name="m")
     assert sorted(p.name for p in repo.iterdir()) == ["m", "m_raw"]

@@ -16,6 +16,7 @@ LOGITS = "logits"
 BEAM_IDX = "beam_idx"  # a stateful OpenVINO IR's input: which cached row each batch row continues
 PAST_PREFIX, PRESENT_PREFIX = "past_key_values", "present"
 KV_PARTS = ("key", "value")
+EMBEDDING_TABLE_KEY = "luodi.embedding_table"  # graph metadata: the initializer embedding_input reads rows of
 STEP_WINDOW = 8  # the longest step whose every position's logits are returned: one token plus 7 drafts
 
 
@@ -50,3 +51,8 @@ def io_names(num_layers: int, embeds: bool = False, stateful: bool = False) -> t
     tokens = INPUTS_EMBEDS if embeds else INPUT_IDS
     past, present = ([], []) if stateful else kv_names(num_layers)
     return [tokens, ATTENTION_MASK, POSITION_IDS, *past], [LOGITS, *present]
+
+
+def embedding_table_name(proto) -> str | None:
+    """The initializer a saved model's metadata names as its embedding table (an onnx ModelProto), if any."""
+    return {p.key: p.value for p in proto.metadata_props}.get(EMBEDDING_TABLE_KEY)

@@ -163,7 +163,7 @@ class Manifest:
     files: dict[str, FileEntry] = rule(check=lambda files: _members(files))
     precision: str = rule(choices=PRECISIONS, default="fp32")
     kv_cache: str = rule(choices=tuple(KV_LAYOUTS), default="concat")
-    kv_dtype: str = rule(choices=KV_DTYPES, default="float32")  # of the KV cache (and a half graph's logits)
+    kv_dtype: str | None = rule(choices=KV_DTYPES, default=None)  # read it as `cache_dtype`
     logits_window: int | None = rule(1, 4096, default=None)
     logits: str | None = rule(choices=("last", "all"), default=None)  # before the logits window
     source: Source = None  # (a field typed without `| None` may be left out, but is never null)
@@ -212,6 +212,12 @@ class Manifest:
         for failed, problem in problems:
             if failed:
                 raise schema.ManifestMismatchError(f"{where}: manifest {problem}")
+
+    @property
+    def cache_dtype(self) -> str:
+        """The KV cache's dtype (a half-precision graph's logits too): the manifest's kv_dtype, else (exports
+        before that field) the TensorRT section's, else float32."""
+        return self.kv_dtype or (self.tensorrt.kv_dtype if self.tensorrt else "float32")
 
     @property
     def token_ids(self) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..passes.kv_cache_scatter import MAX_CONTEXT_KEY
-from ..contract.graph import ATTENTION_MASK, io_names, is_present_name
+from ..contract.graph import ATTENTION_MASK, embedding_table_name, io_names, is_present_name
 from .decoder import CanonicalDecoder
 
 OPSET = 18
@@ -113,7 +113,6 @@ def embedding_table_entry(path: Path) -> dict | None:
     embedding_input pass left the lookup to the runtime, for the manifest; else None."""
     import onnx
 
-    from ..passes.embedding_input import embedding_table_name
 
     proto = onnx.load(str(path), load_external_data=False)
     name = embedding_table_name(proto)

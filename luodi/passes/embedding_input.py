@@ -13,16 +13,8 @@ ranges of it).
 
 import onnx_ir as ir
 
-from ..contract.graph import INPUT_IDS, INPUTS_EMBEDS
+from ..contract.graph import EMBEDDING_TABLE_KEY, INPUT_IDS, INPUTS_EMBEDS
 from .base import LuodiPass
-
-EMBEDDING_TABLE_KEY = "luodi.embedding_table"
-
-
-def embedding_table_name(proto) -> str | None:
-    """The initializer a saved model's metadata names as its embedding table (an onnx ModelProto), if any."""
-    return {p.key: p.value for p in proto.metadata_props}.get(EMBEDDING_TABLE_KEY)
-
 
 def _row_lookup(ids: ir.Value) -> tuple[ir.Node, list[ir.Node]] | None:
     """(the Gather(table, ids, axis=0) over a 2-D initializer, the Shape nodes reading the ids' dimensions) when
@@ -68,29 +60,3 @@ class EmbeddingInput(LuodiPass):
         graph.remove(gather, safe=True)
         model.metadata_props[EMBEDDING_TABLE_KEY] = table.name
         return 1
-
-
-def restore_token_lookup(path) -> bool:
-    """Put the lookup back into a saved model.onnx that takes inputs_embeds (in place; the data file is
-    unchanged): `input_ids` in, Gather over the table its metadata names. For consumers that feed token ids
-    to the bare graph (a Triton raw model). Returns whether the model needed it."""
-    import onnx
-
-    proto = onnx.load(str(path), load_external_data=False)
-    graph = proto.graph
-    table = embedding_table_name(proto)
-    embeds = next((i for i in graph.input if i.name == INPUTS_EMBEDS), None)
-    if table is None or embeds is None:
-        return False
-    batch, seq = embeds.type.tensor_type.shape.dim[:2]
-    ids = onnx.helper.make_tensor_value_info(INPUT_IDS, onnx.TensorProto.INT64,
-                                             [batch.dim_param or batch.dim_value, seq.dim_param or seq.dim_value])
-    graph.input.insert(list(graph.input).index(embeds), ids)
-    graph.input.remove(embeds)
-    graph.node.insert(0, onnx.helper.make_node("Gather", [table, INPUT_IDS], [INPUTS_EMBEDS], axis=0,
-                                               name="token_lookup"))
-    kept = [p for p in proto.metadata_props if p.key != EMBEDDING_TABLE_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(kept)
-    onnx.save(proto, str(path))
-    return True

@@ -19,6 +19,8 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from ..bundles import verify_bundle
+from ..contract import Manifest
+from ..contract.kv import CONCAT, KV_LAYOUTS
 from ..bundles.checks import check_member_name
 from ..bundles.onnx_external_data import external_data_locations
 from ..bundles.unpack import scan_archive
@@ -26,11 +28,10 @@ from ..errors import LuodiError
 from ..fileio import discard
 from ..manifest import read_manifest
 from ..outputs import TRITON_MODEL, claim_output, output_folder, output_kind, write_triton_marker
-from ..passes.embedding_input import restore_token_lookup
 from .pbtxt import Enum, to_pbtxt
+from .token_lookup import restore_token_lookup
 
 MODEL_FILE = Path(__file__).with_name("triton_python_model.py")
-RAW_PLATFORMS = {"ort": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16"}
 _NAMING = "--name or --out"  # what to change when a model folder is refused
 _OPTIONAL = [("max_tokens", "TYPE_INT32"), ("temperature", "TYPE_FP32"), ("top_k", "TYPE_INT32"),
@@ -55,11 +56,15 @@ def generate_config(name: str, bundle_file: str, threads: int | None, instances:
 
 
 def kv_data_type(manifest: dict) -> str:
-    """The KV cache's Triton type: an fp16 graph (trt fp16) keeps fp16 (or bf16) caches, others fp32."""
-    kv = (manifest.get("tensorrt") or {}).get("kv_dtype")
-    if kv in _TYPES:
-        return _TYPES[kv]
-    return _TYPES["float16" if manifest.get("precision") == "fp16" else "float32"]
+    """The KV cache's Triton type, as the manifest's contract gives it (fp16 or bf16 for a half graph)."""
+    return _TYPES[Manifest.from_json(manifest, "bundle").cache_dtype]
+
+
+def raw_platform(manifest: dict) -> str | None:
+    """The Triton backend serving the bundle's bare graph: its target module says (None: generate model only)."""
+    from ..targets import get_target
+
+    return get_target(manifest["target"]).triton_platform
 
 
 def raw_config(name: str, manifest: dict) -> dict:
@@ -69,7 +74,7 @@ def raw_config(name: str, manifest: dict) -> dict:
     uses one buffer for the state's input and output; a concatenated cache grows from zero positions."""
     spec, backend = manifest["spec"], manifest["backend"]
     kv_type = kv_data_type(manifest)
-    fixed = manifest.get("kv_cache", "concat") != "concat"
+    fixed = KV_LAYOUTS[manifest.get("kv_cache", CONCAT.name)].in_place
     positions = spec["max_context"] if fixed else -1
     dims = [1, spec["num_kv_heads"], positions, spec["head_dim"]]
     states = []
@@ -81,7 +86,7 @@ def raw_config(name: str, manifest: dict) -> dict:
             states.append({"input_name": f"past_key_values.{layer}.{part}", "output_name": f"present.{layer}.{part}",
                            "data_type": Enum(kv_type), "dims": dims, "initial_state": initial}
                           | ({"use_same_buffer_for_input_output": True} if fixed else {}))
-    return {"name": name, "platform": RAW_PLATFORMS[backend], "max_batch_size": 0,
+    return {"name": name, "platform": raw_platform(manifest), "max_batch_size": 0,
             "input": [_tensor(n, "TYPE_INT64", [1, -1]) for n in ("input_ids", "attention_mask", "position_ids")],
             "output": [_tensor("logits", "TYPE_FP16" if kv_type == "TYPE_FP16" and backend == "tensorrt"
                                else "TYPE_FP32", [1, -1, spec["vocab_size"]])],
@@ -162,7 +167,7 @@ def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads:
     verify_bundle(bundle)
     manifest = read_manifest(bundle) if bundle.is_dir() else scan_archive(bundle)[0]
     model = _model_name(manifest, name)
-    raw = f"{model}_raw" if manifest["backend"] in RAW_PLATFORMS else None
+    raw = f"{model}_raw" if raw_platform(manifest) else None
     _claim_models(out, model, raw, force)
     written = {model: "luodi generate (Python backend, decoupled streaming)"}
     with contextlib.ExitStack() as folders:
@@ -171,8 +176,8 @@ def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads:
         if raw:
             _write_raw(folders.enter_context(output_folder(out / raw, TRITON_MODEL, force, _NAMING)),
                        bundle, raw, manifest)
-            written[raw] = f"{RAW_PLATFORMS[manifest['backend']]} graph, KV cache as sequence-batching state"
-            if manifest.get("kv_cache", "concat") != "concat":
+            written[raw] = f"{raw_platform(manifest)} graph, KV cache as sequence-batching state"
+            if KV_LAYOUTS[manifest.get("kv_cache", CONCAT.name)].in_place:
                 written[raw] += (" (a max-context buffer per layer, moved every step: an export with "
                                  "--passes=-inplace_kv_cache grows its cache instead, see docs/DEPLOY.md)")
     if not raw and output_kind(out / f"{model}_raw") == TRITON_MODEL:  # the replaced model's, claimed above

@@ -13,7 +13,9 @@ from onnx import TensorProto, helper
 import luodi
 from luodi.errors import CorruptModelError, LuodiError
 from luodi.exporters.onnx_export import embedding_table_entry, save_onnx
-from luodi.passes.embedding_input import EMBEDDING_TABLE_KEY, EmbeddingInput, restore_token_lookup
+from luodi.contract.graph import EMBEDDING_TABLE_KEY
+from luodi.passes.embedding_input import EmbeddingInput
+from luodi.serving.token_lookup import restore_token_lookup
 from luodi.runtimes.embedding_table import EmbeddingTable
 
 from .graphs import HIDDEN, const, run
