@@ -1,27 +1,12 @@
 """`luodi bench`: TTFT, decode tokens/s (prefill excluded) and peak RSS, as medians over repeated runs after
 a warm-up, with the same protocol as the anchor kit in shared/anchors (greedy, optional EOS suppression)."""
 
-import json
-import os
 import resource
 import statistics
 import time
-from pathlib import Path
-
-from .errors import LuodiError
 
 _FILLER = ("The history of computing is a story of people who wanted machines to do more with less. "
            "Each generation of hardware brought new constraints, and each constraint new ideas. ")
-
-
-def anchor_workload(name: str) -> tuple[list[int], int]:
-    """Prompt ids and new-token count of an anchor-kit workload (W1, W2) from $ANCHORS_DIR/data/prompts.json."""
-    root = Path(os.environ.get("ANCHORS_DIR", Path.home() / ".cache" / "luodi-anchors"))
-    path = root / "data" / "prompts.json"
-    if not path.is_file():
-        raise LuodiError(f"{path} not found: run `bash ../shared/anchors/setup.sh` first")
-    entry = json.loads(path.read_text())[name]
-    return entry["ids"], entry["new_tokens"]
 
 
 def synthetic_prompt(tokenizer, n_tokens: int) -> list[int]:

@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", type=utf8_text)
     src.add_argument("--prompt-file", type=Path)
     src.add_argument("--prompt-tokens", type=positive_int, help="a synthetic English prompt of N tokens")
-    src.add_argument("--workload", choices=["W1", "W2"], help="an anchor-kit workload (same ids as the anchors)")
+    src.add_argument("--workload", type=utf8_text, help="a workload of configs/workloads.yaml (W1, W2: the anchor "
+                     "kit's prompts in the model's own tokens; EOS suppressed)")
     src.add_argument("--prompts", type=Path, help="a file of prompts, one per line (with --speculate: per-prompt "
                                                   "speed-ups against plain decoding, measured side by side)")
     p.add_argument("--chat", action="store_true")
@@ -294,8 +295,7 @@ def _cmd_generate(args) -> int:
 def _cmd_bench(args) -> int:
     import luodi
 
-    from .bench import (anchor_workload, format_speculative, run_bench, run_speculative_bench, synthetic_prompt,
-                        timed_load)
+    from .bench import format_speculative, run_bench, run_speculative_bench, synthetic_prompt, timed_load
     from .inputs import read_prompts, read_text_file
 
     lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
@@ -303,8 +303,10 @@ def _cmd_bench(args) -> int:
                                                inference_precision=args.inference_precision))
     new_tokens = args.new_tokens
     if args.workload:
-        ids, new_tokens = anchor_workload(args.workload)
-        prompts = [ids]
+        from .workloads import prompt_ids, workload
+
+        work = workload(args.workload)
+        prompts, new_tokens = [prompt_ids(work, lm.tokenizer)], work.new_tokens
     elif args.prompt_tokens:
         prompts = [synthetic_prompt(lm.tokenizer, min(args.prompt_tokens, lm.backend.max_context))]
     else:
