@@ -17,6 +17,25 @@ def synthetic_prompt(tokenizer, n_tokens: int) -> list[int]:
     return ids[:n_tokens]
 
 
+def bench_prompts(args, tokenizer, max_context: int) -> tuple[list[list[int]], int]:
+    """(prompt ids, new tokens) of `luodi bench`'s arguments: a workload's (its own new-token count), a synthetic
+    prompt of --prompt-tokens, or the text of --prompt, --prompt-file or each line of --prompts (default a short
+    question), through the chat template with --chat."""
+    from .inputs import read_prompts, read_text_file
+    from .workloads import prompt_ids, workload
+
+    if args.workload:
+        work = workload(args.workload)
+        return [prompt_ids(work, tokenizer)], work.new_tokens
+    if args.prompt_tokens:
+        return [synthetic_prompt(tokenizer, min(args.prompt_tokens, max_context))], args.new_tokens
+    texts = read_prompts(args.prompts) if args.prompts else [
+        read_text_file(args.prompt_file, "prompt file") if args.prompt_file else
+        args.prompt or "What is the capital of France?"]
+    return [tokenizer.encode_chat([{"role": "user", "content": t}]) if args.chat else tokenizer.encode(t)
+            for t in texts], args.new_tokens
+
+
 def peak_rss_mb() -> float:
     """The process's peak resident memory so far, in MB (model load included)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
