@@ -29,11 +29,11 @@ def workload(name: str) -> Workload:
     if name not in definitions:
         raise BadInputError(f"unknown workload {name!r}: {path} defines {', '.join(definitions)}")
     entry = definitions[name]
-    try:
-        return Workload(name, int(entry["new_tokens"]), entry.get("message"),
-                        Path(entry["text_file"]) if "text_file" in entry else None, entry.get("prompt_tokens"))
-    except (KeyError, TypeError, ValueError) as e:
-        raise LuodiError(f"{path}: workload {name} is malformed ({e!r})") from None
+    if not isinstance(entry, dict) or "new_tokens" not in entry or (
+            ("message" in entry) == ("text_file" in entry and "prompt_tokens" in entry)):
+        raise LuodiError(f"{path}: workload {name} needs new_tokens and either message or text_file + prompt_tokens")
+    return Workload(name, int(entry["new_tokens"]), entry.get("message"),
+                    Path(entry["text_file"]) if "text_file" in entry else None, entry.get("prompt_tokens"))
 
 
 def prompt_ids(work: Workload, tokenizer) -> list[int]:
