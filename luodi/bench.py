@@ -1,27 +1,12 @@
 """`luodi bench`: TTFT, decode tokens/s (prefill excluded) and peak RSS, as medians over repeated runs after
 a warm-up, with the same protocol as the anchor kit in shared/anchors (greedy, optional EOS suppression)."""
 
-import json
-import os
 import resource
 import statistics
 import time
-from pathlib import Path
-
-from .errors import LuodiError
 
 _FILLER = ("The history of computing is a story of people who wanted machines to do more with less. "
            "Each generation of hardware brought new constraints, and each constraint new ideas. ")
-
-
-def anchor_workload(name: str) -> tuple[list[int], int]:
-    """Prompt ids and new-token count of an anchor-kit workload (W1, W2) from $ANCHORS_DIR/data/prompts.json."""
-    root = Path(os.environ.get("ANCHORS_DIR", Path.home() / ".cache" / "luodi-anchors"))
-    path = root / "data" / "prompts.json"
-    if not path.is_file():
-        raise LuodiError(f"{path} not found: run `bash ../shared/anchors/setup.sh` first")
-    entry = json.loads(path.read_text())[name]
-    return entry["ids"], entry["new_tokens"]
 
 
 def synthetic_prompt(tokenizer, n_tokens: int) -> list[int]:
@@ -30,6 +15,25 @@ def synthetic_prompt(tokenizer, n_tokens: int) -> list[int]:
     while len(ids := tokenizer.encode(_FILLER * repeats)) < n_tokens:
         repeats *= 2
     return ids[:n_tokens]
+
+
+def bench_prompts(args, tokenizer, max_context: int) -> tuple[list[list[int]], int]:
+    """(prompt ids, new tokens) of `luodi bench`'s arguments: a workload's (its own new-token count), a synthetic
+    prompt of --prompt-tokens, or the text of --prompt, --prompt-file or each line of --prompts (default a short
+    question), through the chat template with --chat."""
+    from .inputs import read_prompts, read_text_file
+    from .workloads import prompt_ids, workload
+
+    if args.workload:
+        work = workload(args.workload)
+        return [prompt_ids(work, tokenizer)], work.new_tokens
+    if args.prompt_tokens:
+        return [synthetic_prompt(tokenizer, min(args.prompt_tokens, max_context))], args.new_tokens
+    texts = read_prompts(args.prompts) if args.prompts else [
+        read_text_file(args.prompt_file, "prompt file") if args.prompt_file else
+        args.prompt or "What is the capital of France?"]
+    return [tokenizer.encode_chat([{"role": "user", "content": t}]) if args.chat else tokenizer.encode(t)
+            for t in texts], args.new_tokens
 
 
 def peak_rss_mb() -> float:

@@ -1,11 +1,12 @@
-"""The `luodi` command line: export, generate, bench, inspect, eval, bundle, verify, triton, models. Errors
-print one line and exit non-zero."""
+"""The `luodi` command line: export, generate, bench, inspect, eval, bundle, verify, triton, models (and
+ceiling, greedy-check from cli_measure.py). Errors print one line and exit non-zero."""
 
 import argparse
 import json
 import sys
 from pathlib import Path
 
+from . import cli_measure
 from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
                          positive_float, positive_int, print_json, thread_count, utf8_text)
 from .errors import LuodiError, one_line
@@ -78,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--prompt", type=utf8_text)
     src.add_argument("--prompt-file", type=Path)
     src.add_argument("--prompt-tokens", type=positive_int, help="a synthetic English prompt of N tokens")
-    src.add_argument("--workload", choices=["W1", "W2"], help="an anchor-kit workload (same ids as the anchors)")
+    src.add_argument("--workload", type=utf8_text, help="a workload of configs/workloads.yaml (W1, W2: the anchor "
+                     "kit's prompts in the model's own tokens; EOS suppressed)")
     src.add_argument("--prompts", type=Path, help="a file of prompts, one per line (with --speculate: per-prompt "
                                                   "speed-ups against plain decoding, measured side by side)")
     p.add_argument("--chat", action="store_true")
@@ -132,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=positive_int, default=1, help="model instances (each loads the bundle once)")
 
     sub.add_parser("models", help="list the named models in configs/models/")
+    cli_measure.add_parsers(sub)
     return ap
 
 
@@ -294,25 +297,12 @@ def _cmd_generate(args) -> int:
 def _cmd_bench(args) -> int:
     import luodi
 
-    from .bench import (anchor_workload, format_speculative, run_bench, run_speculative_bench, synthetic_prompt,
-                        timed_load)
-    from .inputs import read_prompts, read_text_file
+    from .bench import bench_prompts, format_speculative, run_bench, run_speculative_bench, timed_load
 
     lm, load_s = timed_load(lambda: luodi.load(args.model, backend=args.backend, threads=args.threads,
                                                device=args.device, providers=args.providers,
                                                inference_precision=args.inference_precision))
-    new_tokens = args.new_tokens
-    if args.workload:
-        ids, new_tokens = anchor_workload(args.workload)
-        prompts = [ids]
-    elif args.prompt_tokens:
-        prompts = [synthetic_prompt(lm.tokenizer, min(args.prompt_tokens, lm.backend.max_context))]
-    else:
-        default = args.prompt or "What is the capital of France?"
-        texts = read_prompts(args.prompts) if args.prompts else [
-            read_text_file(args.prompt_file, "prompt file") if args.prompt_file else default]
-        prompts = [lm.tokenizer.encode_chat([{"role": "user", "content": t}]) if args.chat else lm.tokenizer.encode(t)
-                   for t in texts]
+    prompts, new_tokens = bench_prompts(args, lm.tokenizer, lm.backend.max_context)
     ignore_eos = args.ignore_eos or bool(args.workload)
     if args.speculate:
         report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,
@@ -389,7 +379,7 @@ def main(argv=None) -> int:
     1 (2 for a bad flag, from argparse); anything else is a bug and keeps its traceback."""
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
                "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
-               "triton": _cmd_triton}
+               "triton": _cmd_triton, **cli_measure.HANDLERS}
     try:
         args = _parser().parse_args(argv)
         return handler[args.command](args)

@@ -19,7 +19,7 @@ class PromptLookup:
     that occurred earlier in the prompt or the output proposes the tokens that followed one of its occurrences:
     the first at or after where the previous draft was copied from, as text quoting a source reads it forward
     (a list's items, a passage's dates), else the latest. Replayed over SmolLM2's greedy outputs
-    (scripts/lookup_replay.py) that choice modelled a 2% higher mean speed-up than always the latest on the
+    (a one-off replay, docs/SPECULATIVE.md) that choice modelled a 2% higher mean speed-up than always the latest on the
     grounded prompts and 6% on ten others, the open-ended ones unchanged.
     Costs almost nothing, and pays off where the output quotes its input (extract, edit, summarise, code). A
     draft's kind is the matched length, capped at LONG_MATCH: on SmolLM2's grounded prompts 35% of the drafts
@@ -45,7 +45,7 @@ class PromptLookup:
     def look(self, context: list[int], k: int) -> Draft:
         """Up to k tokens continuing an earlier occurrence of the context's longest matching suffix."""
         tokens = np.asarray(context)
-        match = next(self.matches(tokens), None)
+        match = self._longest_match(tokens)
         if match is None:
             return Draft([])
         n, starts = match
@@ -54,16 +54,17 @@ class PromptLookup:
         self.anchor = follow
         return Draft(tokens[follow:follow + k].tolist(), kind=min(n, LONG_MATCH))
 
-    def matches(self, tokens: np.ndarray):
-        """(n, where they occurred before) for each length n of the text's last n tokens that did occur earlier,
-        longest first: the occurrences a draft may continue."""
+    def _longest_match(self, tokens: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """(n, where they occurred before) for the longest n whose last n tokens of the text did occur earlier,
+        or None: the occurrences a draft may continue."""
         keys = tokens if self.classes is None else self._classes_of(tokens)
         for n in range(self.max_ngram, self.min_ngram - 1, -1):
             if len(tokens) <= n:
                 continue
             starts = np.flatnonzero((sliding_window_view(keys[:-1], n) == keys[-n:]).all(axis=1))
             if starts.size:
-                yield n, starts
+                return n, starts
+        return None
 
     def _classes_of(self, tokens: np.ndarray) -> np.ndarray:
         """Each token's class; ids beyond the tokenizer's vocabulary (a model's padding rows) are their own."""

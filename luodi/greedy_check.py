@@ -1,0 +1,50 @@
+"""`luodi greedy-check`: an export's greedy tokens against transformers' fp32 `generate` on the model it came
+from, prompt by prompt. The end-to-end check for a runtime the test suite cannot run here (a TensorRT engine on
+a GPU machine, scripts/gpu_check.sh), and for held-out prompts on any export."""
+
+
+def reference_greedy(model, tok, prompt: str, chat: bool, max_new_tokens: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, new ids) of transformers' greedy generate, the prompt encoded by its own tokenizer."""
+    import torch
+
+    if chat:
+        ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                      tokenize=True, return_dict=True)["input_ids"]
+    else:
+        ids = tok(prompt)["input_ids"]
+    ids = torch.tensor([list(ids)])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                             max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+    return ids[0].tolist(), out[0, ids.shape[1]:].tolist()
+
+
+def greedy_check(lm, source: str, prompts: list[str], max_new_tokens: int, chat: bool) -> list[dict]:
+    """Per prompt, whether the loaded export `lm` and transformers on `source` (a model argument: registry name,
+    folder or .gguf) give identical prompt ids and greedy ids, and where the new ids first differ."""
+    from .loaders import resolve
+    from .loaders.hf_folder import load_reference, load_reference_tokenizer
+
+    hf_dir = resolve(source).hf_dir
+    model, tok = load_reference(hf_dir), load_reference_tokenizer(hf_dir)
+    rows = []
+    for prompt in prompts:
+        ids = lm.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else lm.tokenizer.encode(prompt)
+        got = lm.generate(ids, max_new_tokens=max_new_tokens).token_ids
+        want_prompt, want = reference_greedy(model, tok, prompt, chat, max_new_tokens)
+        differ = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),
+                      None if len(got) == len(want) else min(len(got), len(want)))
+        rows.append({"prompt": prompt, "prompt_ids_identical": ids == want_prompt, "tokens": len(got),
+                     "reference_tokens": len(want), "first_difference": differ,
+                     "identical": ids == want_prompt and differ is None})
+    return rows
+
+
+def format_greedy_check(rows: list[dict]) -> str:
+    """One line per prompt, then how many were identical."""
+    lines = [f"{'identical' if r['identical'] else 'DIFFERENT'}  {r['tokens']:3d} vs {r['reference_tokens']:3d} "
+             f"tokens{'' if r['prompt_ids_identical'] else ' (prompt ids differ)'}  {r['prompt'][:60]!r}"
+             for r in rows]
+    same = sum(r["identical"] for r in rows)
+    lines.append(f"{same}/{len(rows)} prompts give identical greedy token ids")
+    return "\n".join(lines)
