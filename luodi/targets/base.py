@@ -74,14 +74,22 @@ class Target:
                              f"{', '.join(self.precisions())}")
         return dict(self.compressions[precision])
 
-    def settings(self, precision: str | None, quantization: dict | None, engine) -> Settings:
-        """The typed settings of one export. The default takes no quantization overrides."""
+    def base_settings(self, precision: str | None) -> Settings:
+        """The precision (default the YAML's) and its compression entry, checked."""
         precision = precision or self.default_precision
-        compression = self.compression(precision)
+        return Settings(precision, self.compression(precision))
+
+    def refuse_quantization(self, settings: Settings, quantization: dict | None) -> None:
+        """A one-line error for quantization overrides these settings do not take."""
         if quantization:
             raise LuodiError("quantization settings (method, group size, calibration) apply to the int4/int8 "
-                             f"precisions of the ort and openvino targets, not to {self.name} {precision}")
-        return Settings(precision, compression)
+                             f"precisions of the ort and openvino targets, not to {self.name} {settings.precision}")
+
+    def settings(self, precision: str | None, quantization: dict | None, engine) -> Settings:
+        """The typed settings of one export. The default takes no quantization overrides."""
+        settings = self.base_settings(precision)
+        self.refuse_quantization(settings, quantization)
+        return settings
 
     def pipeline(self, settings: Settings, edit: str | None) -> list[str]:
         """The pass list: the YAML's, edited by the precision's entry, then by --passes."""

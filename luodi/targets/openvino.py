@@ -20,11 +20,11 @@ class OpenVinoTarget(Target):
 
     def settings(self, precision, quantization, engine) -> Settings:
         """fp32/fp16, or an NNCF compression (mode, group size) with the user's method and calibration text."""
-        settings = super().settings(precision, None, engine)
+        settings = self.base_settings(precision)
+        if settings.compression is None or settings.compression["mode"] == "FP16":
+            self.refuse_quantization(settings, quantization)
         if not quantization:
             return settings
-        if settings.compression is None or settings.compression["mode"] == "FP16":
-            return super().settings(precision, quantization, engine)  # the one-line refusal
         unsupported = sorted(k for k in quantization if k not in SETTINGS)
         if unsupported:
             raise LuodiError(f"the openvino target does not take {', '.join(unsupported)}; it takes --method "

@@ -22,10 +22,9 @@ class OrtTarget(Target):
         """fp32, or a MatMulNBits WeightQuantization from the YAML's entry and the user's overrides."""
         from ..quantization.ort_weights import WeightQuantization
 
-        settings = super().settings(precision, None, engine)
-        if quantization and settings.compression is None:
-            return super().settings(precision, quantization, engine)  # the one-line refusal
+        settings = self.base_settings(precision)
         if settings.compression is None:
+            self.refuse_quantization(settings, quantization)
             return settings
         merged = {**settings.compression, **(quantization or {})}
         weights = WeightQuantization(**{k: merged[k] for k in QUANTIZATION_FIELDS if k in merged})
