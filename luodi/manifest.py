@@ -4,11 +4,10 @@ import json
 import time
 from pathlib import Path
 
-from .contract import FORMAT, FORMAT_VERSION, Manifest
+from .contract.manifest import FORMAT, FORMAT_VERSION, MANIFEST, Manifest
 from .errors import CorruptModelError, ManifestMismatchError
 from .fileio import sha256_file, write_text_atomic
 
-MANIFEST = "manifest.json"
 
 
 def file_entries(folder: Path) -> dict:
@@ -33,7 +32,7 @@ def parse_manifest(text: str | bytes, where: str) -> dict:
     """A manifest's parsed content, or a clear error when it is not JSON or not a luodi manifest."""
     try:
         manifest = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested deeper than Python's stack
         raise ManifestMismatchError(f"{where}: not valid JSON ({e})") from None
     if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
             or not isinstance(manifest.get("files"), dict)):

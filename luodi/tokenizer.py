@@ -14,7 +14,9 @@ from .inputs import check_messages, check_text
 
 # the files Tokenizer reads from a folder: tokenizer.json (required), then its config and chat template if present
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
-SPACE_MARKS = ("Ġ", "▁")  # how byte-level BPE and SentencePiece vocabularies write a leading space
+SPACE_MARKS = ("Ġ", "▁")
+# what a hostile chat template's expressions can raise besides jinja's own errors (1 // 0, huge numbers, ...)
+TEMPLATE_FAILURES = (ArithmeticError, ValueError, TypeError, LookupError, RecursionError)  # how byte-level BPE and SentencePiece vocabularies write a leading space
 
 
 def _template_env():
@@ -46,6 +48,10 @@ class Tokenizer:
         template_file = folder / TOKENIZER_FILES[2]
         self.chat_template = template_file.read_text() if template_file.is_file() else config.get("chat_template")
         self.special = {k: _token_text(config.get(k)) for k in ("bos_token", "eos_token", "pad_token", "unk_token")}
+        if not isinstance(self.chat_template, (str, type(None))) or not all(
+                isinstance(v, (str, type(None))) for v in self.special.values()):
+            raise CorruptModelError(f"{folder}: {TOKENIZER_FILES[1]}'s chat_template and special tokens must be "
+                                    "strings")
         self.eos_token_id = self.token_id(self.special["eos_token"])
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
 
@@ -100,11 +106,11 @@ class Tokenizer:
         messages = check_messages(messages)
         try:
             template = _template_env().from_string(self.chat_template)
-        except TemplateError as e:
+        except (TemplateError, *TEMPLATE_FAILURES) as e:  # jinja folds constants while compiling
             raise CorruptModelError(f"{self.folder}: the chat template is not valid jinja ({e})") from None
         try:
             return template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special)
-        except TemplateError as e:
+        except (TemplateError, *TEMPLATE_FAILURES) as e:
             raise BadInputError(f"the chat template refused these messages: {e}") from None
 
     def encode_chat(self, messages: list[dict]) -> list[int]:

@@ -130,9 +130,9 @@ def test_an_unlisted_tokenizer_file_is_never_read(export_dir, tmp_path):
 
     folder = _hostile_copy(export_dir, tmp_path, unlist)
     (folder / "tokenizer_config.json").write_text((tmp_path / "elsewhere.json").read_text())  # after the manifest
-    with pytest.raises(LuodiError, match="tokenizer_config.json is read by the tokenizer but not listed"):
+    with pytest.raises(LuodiError, match="tokenizer_config.json is not a listed file"):
         luodi.load(folder)
-    with pytest.raises(LuodiError, match="tokenizer_config.json is read by the tokenizer but not listed"):
+    with pytest.raises(LuodiError, match="tokenizer_config.json is not a listed file"):
         verify_bundle(folder)
 
 
@@ -182,3 +182,74 @@ MALFORMED = [
 def test_malformed_manifest_fields_are_one_line_errors(export_dir, tmp_path, capsys, path, value):
     folder = _hostile_copy(export_dir, tmp_path, _set(path, value))
     _refused_everywhere(folder, tmp_path, "manifest", capsys)
+
+
+def test_a_bundle_named_like_a_runtime_module_runs_no_code_of_its_own(export_dir, tmp_path):
+    """`python -m luodi` puts the working directory on sys.path: a bundle folder named `onnxruntime` holding an
+    `__init__.py` must not be imported by the lazy import of the runtime (and the unlisted file is refused)."""
+    marker = tmp_path / "executed"
+    folder = tmp_path / "onnxruntime"
+    shutil.copytree(export_dir("tiny-llama"), folder)
+    (folder / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
+    for command in (["generate", folder.name, "--prompt", "hi"], ["verify", folder.name]):
+        code, _, err = _cli(*command, cwd=tmp_path)
+        assert code == 1 and "__init__.py is not a listed file" in err and err.count("\n") == 1, err
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case", ["deep json", "huge offset", "huge size", "x and x/y", "lists manifest.json",
+                                  "long name", "table past the end"])
+def test_manifests_that_broke_messages_or_disagreed_are_refused(export_dir, tmp_path, capsys, case):
+    folder = _hostile_copy(export_dir, tmp_path)
+    manifest = read_manifest(folder)
+    if case == "deep json":
+        text = json.dumps(manifest).replace('"passes": {', '"passes": ' + "[" * 100_000 + "]" * 100_000 + ', "x": {', 1)
+    else:
+        files = manifest["files"]
+        if case == "huge offset":
+            manifest["embedding_table"]["offset"] = int("9" * 4200)
+        elif case == "huge size":
+            next(iter(files.values()))["bytes"] = int("9" * 4200)
+        elif case == "x and x/y":
+            files["x"] = files["x/y"] = {"bytes": 0, "sha256": "0" * 64}
+        elif case == "lists manifest.json":
+            files["manifest.json"] = {"bytes": 3, "sha256": "0" * 64}
+        elif case == "long name":
+            files["a" * 300] = {"bytes": 0, "sha256": "0" * 64}
+        else:
+            manifest["embedding_table"]["offset"] = files["model.onnx.data"]["bytes"]
+        text = json.dumps(manifest)
+    (folder / MANIFEST).write_text(text)
+    for check in (verify_bundle, luodi.load):
+        with pytest.raises(LuodiError, match="manifest"):
+            check(folder)
+    capsys.readouterr()
+    assert cli_main(["verify", str(folder)]) == 1 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_hard_linked_file_is_refused(export_dir, tmp_path):
+    outside = tmp_path / "outside.json"
+    folder = _hostile_copy(export_dir, tmp_path)
+    (folder / "tokenizer.json").rename(outside)
+    (folder / "tokenizer.json").hardlink_to(outside)  # same bytes, but the file also lives outside
+    for check in (verify_bundle, luodi.load):
+        with pytest.raises(LuodiError, match="hard link"):
+            check(folder)
+
+
+@pytest.mark.parametrize("config,template,error", [
+    ({"eos_token": 5}, None, "must be strings"), ({"chat_template": [{"name": "x"}]}, None, "must be strings"),
+    ({}, "{{ 1 // 0 }}", "refused these messages"), ({}, "{{ (10 ** 5000) ~ '' }}", "refused these messages|not valid jinja")])
+def test_hostile_tokenizer_files_are_one_line_errors(export_dir, tmp_path, config, template, error):
+    def edit(folder, manifest):
+        path = folder / "tokenizer_config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+        if template is not None:
+            (folder / "chat_template.jinja").write_text(template)
+        elif "chat_template" in config:
+            (folder / "chat_template.jinja").unlink()
+            manifest["tokenizer_files"].remove("chat_template.jinja")
+
+    folder = _hostile_copy(export_dir, tmp_path, edit)
+    with pytest.raises(LuodiError, match=error):
+        luodi.load(folder).chat([{"role": "user", "content": "hi"}], max_new_tokens=2)

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from ..contract import Manifest, member_name_problem
 from ..errors import CorruptModelError, ManifestMismatchError
-from ..manifest import verify_files
+from ..manifest import MANIFEST, verify_files
 from ..tokenizer import TOKENIZER_FILES
 from .onnx_external_data import external_data_locations
 
@@ -104,23 +104,25 @@ def _regular_inside(root: Path, name: str) -> None:
             raise ManifestMismatchError(f"{root}: {name} goes through a link; bundles hold regular files only")
     if not stat.S_ISREG(mode):
         raise ManifestMismatchError(f"{root}: {name} is not a regular file")
+    if os.lstat(path).st_nlink != 1:
+        raise ManifestMismatchError(f"{root}: {name} is a hard link (it may be a file outside the bundle)")
 
 
 def check_folder(folder: Path, manifest: dict, checksums: bool = True) -> list[str]:
-    """The one check of a bundle or export folder (`manifest` already validated): no link anywhere in it, every
-    listed file regular and inside, every file the model, tokenizer or Triton opens listed, no tokenizer file
-    the tokenizer would read unlisted, then every listed file's size and (unless checksums=False) sha256.
+    """The one check of a bundle or export folder (`manifest` already validated): no link anywhere in it and
+    no file it does not list (so nothing unlisted is ever opened or copied), every listed file regular, inside
+    and not hard-linked, every file the model, tokenizer or Triton opens listed, then every listed file's size and (unless checksums=False) sha256.
     Returns the referenced files."""
     root = Path(folder)
     for path in root.rglob("*"):
+        name = path.relative_to(root).as_posix()
         if path.is_symlink():
-            raise ManifestMismatchError(f"{root}: {path.relative_to(root).as_posix()} is a link; bundles hold "
-                                        "regular files only")
+            raise ManifestMismatchError(f"{root}: {name} is a link; bundles hold regular files only")
+        if not path.is_dir() and name != MANIFEST and name not in manifest["files"]:
+            raise ManifestMismatchError(f"{root}: {name} is not a listed file of the bundle; a bundle folder holds "
+                                        "its listed files and nothing else")
     for name in manifest["files"]:
         _regular_inside(root, check_member_name(name, str(root)))
-    for name in TOKENIZER_FILES:
-        if os.path.lexists(root / name) and name not in manifest["files"]:
-            raise ManifestMismatchError(f"{root}: {name} is read by the tokenizer but not listed in the manifest")
     names = referenced_files(manifest, lambda name: root / name, str(root))
     verify_files(root, manifest, checksums)
     return names

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from . import schema
-from .kv import KV_LAYOUTS
+from .kv import ITEM_BYTES, KV_LAYOUTS
 from .schema import rule
 
 FORMAT = "luodi-export"
@@ -24,6 +24,9 @@ EMBEDDING_DTYPES = ("float32", "float16")
 # Upper bounds far above any model luodi exports, low enough that no buffer sized from them is absurd
 MAX_LAYERS, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN = 1024, 1024, 4096, 1 << 17
 MAX_VOCAB, MAX_CONTEXT, MAX_KV_BYTES_PER_TOKEN = 1 << 22, 1 << 21, 64 << 20
+MAX_FILE_BYTES = 1 << 42  # 4 TiB: any size or offset a manifest gives stays a number that prints
+MAX_NAME_PART, MAX_NAME = 255, 1024  # bytes of one path component, of a whole name (Linux limits)
+MANIFEST = "manifest.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"\d+(\.\d+){0,3}")
 
@@ -37,11 +40,27 @@ def member_name_problem(name: str) -> str | None:
     if (not name or "\\" in name or "\x00" in name or path.is_absolute() or name != path.as_posix()
             or any(part in ("..", ".", "") for part in name.split("/"))):
         return f"path {name!r:.200} escapes the bundle or is not a plain relative path"
+    if len(name.encode()) > MAX_NAME or any(len(part.encode()) > MAX_NAME_PART for part in name.split("/")):
+        return f"path {name[:60]!r}... is longer than a file system takes"
+    if "_ORT_MEM_ADDR_" in name:
+        return f"path {name!r:.200} is ONNX Runtime's in-memory address marker, not a file"
     return None
 
 
 def _members(names) -> str | None:
     return next(filter(None, (member_name_problem(n) for n in names)), None)
+
+
+def _listed_files(files: dict) -> str | None:
+    """Listed names: plain relative paths, not the manifest itself, none a folder of another."""
+    if problem := _members(files):
+        return problem
+    if MANIFEST in files:
+        return f"lists {MANIFEST}, which is the manifest itself"
+    folders = {"/".join(name.split("/")[:i]) for name in files for i in range(1, name.count("/") + 1)}
+    if clash := sorted(folders & set(files)):
+        return f"lists {clash[0]!r} both as a file and as a folder of other files"
+    return None
 
 
 def _sha256_or_none(value) -> str | None:
@@ -102,10 +121,10 @@ class Generation:
 class Memory:
     """Weight and KV bytes (the activation plan is informational)."""
 
-    weight_bytes: int | None = rule(0, default=None)
+    weight_bytes: int | None = rule(0, MAX_FILE_BYTES, default=None)
     kv_bytes_per_token: int | None = rule(0, MAX_KV_BYTES_PER_TOKEN, default=None)
-    kv_bytes_at_max_context: int | None = rule(0, default=None)
-    folded_weight_bytes: int | None = rule(0, default=None)
+    kv_bytes_at_max_context: int | None = rule(0, MAX_FILE_BYTES, default=None)
+    folded_weight_bytes: int | None = rule(0, MAX_FILE_BYTES, default=None)
     activations: dict | None = None
 
 
@@ -114,9 +133,14 @@ class EmbeddingTableRef:
     """Where the token-embedding rows live for a graph that takes inputs_embeds."""
 
     file: str = rule(check=member_name_problem)
-    offset: int = rule(0)
+    offset: int = rule(0, MAX_FILE_BYTES)
     shape: list[int] = rule(1, MAX_VOCAB * MAX_HIDDEN, check=lambda s: None if len(s) == 2 else "must have 2 dims")
     dtype: str = rule(choices=EMBEDDING_DTYPES)
+
+    @property
+    def end(self) -> int:
+        """The byte just past the table's last row."""
+        return self.offset + self.shape[0] * self.shape[1] * ITEM_BYTES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -133,7 +157,7 @@ class TensorRTInfo:
 class FileEntry:
     """One listed file: its size and sha256."""
 
-    bytes: int = rule(0)
+    bytes: int = rule(0, MAX_FILE_BYTES)
     sha256: str = rule(check=lambda v: None if _SHA256.fullmatch(v) else "must be a lowercase hex sha256")
 
 
@@ -160,7 +184,7 @@ class Manifest:
     spec: ModelSpec
     io: GraphIO
     generation: Generation
-    files: dict[str, FileEntry] = rule(check=lambda files: _members(files))
+    files: dict[str, FileEntry] = rule(check=_listed_files)
     precision: str = rule(choices=PRECISIONS, default="fp32")
     kv_cache: str = rule(choices=tuple(KV_LAYOUTS), default="concat")
     kv_dtype: str | None = rule(choices=KV_DTYPES, default=None)  # read it as `cache_dtype`
@@ -208,6 +232,9 @@ class Manifest:
             (self.embedding_table is not None and self.embedding_table.shape[1] != spec.hidden_size,
              f"embedding_table rows are not {spec.hidden_size} wide"),
             (self.backend == "tensorrt" and self.tensorrt is None, "backend tensorrt needs a tensorrt section"),
+            (self.embedding_table is not None and self.embedding_table.file in self.files
+             and self.embedding_table.end > self.files[self.embedding_table.file].bytes,
+             "embedding_table reads past the end of its file"),
         ]
         for failed, problem in problems:
             if failed:
