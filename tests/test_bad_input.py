@@ -63,12 +63,12 @@ def test_truncated_external_data(export_dir, tmp_path):
     data.write_bytes(data.read_bytes()[:1000])
     with pytest.raises(CorruptModelError, match="model.onnx.data is 1000 bytes.*truncated"):
         luodi.load(folder)
-    with pytest.raises(CorruptModelError, match="ONNX Runtime cannot load"):
-        _load_unchecked(folder)
+    with pytest.raises(ManifestMismatchError, match="embedding_table reads past the end of its file"):
+        _load_unchecked(folder)  # a manifest that agrees with the cut file: its own numbers give it away
 
 
 def _load_unchecked(folder):
-    """Skip the manifest's size check too, so ONNX Runtime itself meets the truncated file."""
+    """Make the manifest's size of the data file agree with the truncated file (checksums skipped)."""
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["model.onnx.data"]["bytes"] = (folder / "model.onnx.data").stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -17,7 +17,7 @@ from luodi.bundles import requirements as bundle_requirements
 from luodi.bundles.onnx_external_data import external_data_locations
 from luodi.cli import main as cli_main
 from luodi.errors import CorruptModelError, LuodiError, ManifestMismatchError
-from luodi.manifest import write_manifest
+from luodi.manifest import file_entries
 
 PROMPT = "The river rose overnight and"
 
@@ -155,15 +155,16 @@ def test_a_folder_bundle_with_a_symlink_is_refused(tiny_bundle, tmp_path):
 
 
 def _tampered_copy(folder: Path, tmp_path: Path, edit) -> Path:
-    """A copy of an export folder with `edit(folder)` applied and its manifest re-written to match."""
+    """A copy of an export folder with `edit(folder)` applied and its manifest re-written to match, as an
+    attacker would (not through luodi's writer, which refuses to write a manifest that fails the check)."""
     out = tmp_path / "tampered"
     out.mkdir()
     for p in folder.iterdir():
         (out / p.name).write_bytes(p.read_bytes())
     manifest = json.loads((out / "manifest.json").read_text())
     edit(out, manifest)
-    content = {k: v for k, v in manifest.items() if k not in ("format", "format_version", "created", "files")}
-    write_manifest(out, content)
+    manifest["files"] = file_entries(out)
+    (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 
 
