@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from luodi.manifest import read_manifest
+from luodi.contract.manifest import RuntimeFacts
 from luodi.contract.shapes import covers
 from luodi.runtimes.tensorrt import TensorRTBackend
 
@@ -105,6 +106,5 @@ def stand_in(folder):
     manifest = read_manifest(folder)
     device = NumpyDevice()
     engine = StandInEngine(folder / manifest["model_file"], manifest, device)
-    backend = TensorRTBackend(engine, manifest["spec"], manifest["tensorrt"], device)
-    backend.logits_window = manifest["logits_window"]
+    backend = TensorRTBackend(engine, manifest["spec"], manifest["tensorrt"], device, RuntimeFacts.of(manifest))
     return backend, engine

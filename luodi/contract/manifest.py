@@ -173,6 +173,24 @@ def _requires_problem(requires: dict) -> str | None:
 
 
 @dataclass(frozen=True)
+class RuntimeFacts:
+    """What a backend takes from its export's manifest besides the spec: the step whose every position's logits
+    the graph returns, the bytes one step reads (a draft model's cost) and the checkpoint's sha256."""
+
+    logits_window: int | None = None
+    weight_bytes: int | None = None
+    source: str | None = None
+
+    @classmethod
+    def of(cls, manifest: dict) -> "RuntimeFacts":
+        """The facts of a (validated, or being written) manifest; exports before the logits window kept the last
+        position only ("logits": "last")."""
+        legacy = 1 if manifest.get("logits") == "last" else None
+        return cls(manifest.get("logits_window", legacy), (manifest.get("memory") or {}).get("weight_bytes"),
+                   (manifest.get("source") or {}).get("sha256"))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """manifest.json of an export folder or bundle, validated (`from_json`) before anything uses it."""
 

@@ -1,10 +1,12 @@
 """Backends (one per runtime) and the decode loop they share; open_backend picks the one an export needs."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..contract.kv import CONCAT
+from ..contract.manifest import RuntimeFacts
 from ..errors import LuodiError
 
-BACKENDS = ("ort", "openvino", "tensorrt")
 MAX_THREADS = 1024  # far above any CPU's cores; a runtime asked for millions of threads exhausts memory
 
 
@@ -16,35 +18,54 @@ def check_threads(threads) -> int | None:
     raise LuodiError(f"threads must be an integer in 1..{MAX_THREADS}, got {threads!r}")
 
 
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How the caller wants a backend run: threads, OpenVINO's device, inference precision and exact mode (no
+    speed-for-accuracy heuristics: the parity check), ONNX Runtime's execution providers."""
+
+    threads: int | None = None
+    device: str = "CPU"
+    providers: list[str] | None = None
+    inference_precision: str = "f32"
+    exact: bool = False
+
+
+def _open_ort(folder: Path, manifest: dict, options: RuntimeOptions):
+    from .onnxruntime import OrtBackend
+
+    return OrtBackend(folder / manifest["model_file"], {**manifest["spec"]}, manifest.get("kv_cache", CONCAT.name),
+                      threads=options.threads, providers=options.providers,
+                      embedding_table=manifest.get("embedding_table"), facts=RuntimeFacts.of(manifest))
+
+
+def _open_openvino(folder: Path, manifest: dict, options: RuntimeOptions):
+    from .openvino import OpenVinoBackend
+
+    return OpenVinoBackend(folder / manifest["model_file"], {**manifest["spec"]}, device=options.device,
+                           threads=options.threads, fp32=manifest.get("precision", "fp32") == "fp32",
+                           precision=options.inference_precision, exact=options.exact,
+                           facts=RuntimeFacts.of(manifest))
+
+
+def _open_tensorrt(folder: Path, manifest: dict, options: RuntimeOptions):
+    from .tensorrt import open_tensorrt
+
+    return open_tensorrt(folder, manifest)
+
+
+OPENERS = {"ort": _open_ort, "openvino": _open_openvino, "tensorrt": _open_tensorrt}
+
+
 def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads: int | None = None,
                  device: str = "CPU", providers: list[str] | None = None, inference_precision: str = "f32",
                  exact: bool = False):
-    """The backend that runs an export folder's model (its manifest's backend unless `kind` is given);
-    `device`, `inference_precision` (f32, bf16, f16) and `exact` (no speed-for-accuracy heuristics: the parity
-    check) set up OpenVINO, `providers` ONNX Runtime's execution providers."""
+    """The backend that runs an export folder's model (its manifest's backend unless `kind` is given), looked up
+    in OPENERS; each backend takes the manifest's facts (logits window, weight bytes, source) when it is built.
+    `device`, `inference_precision` (f32, bf16, f16) and `exact` set up OpenVINO, `providers` ONNX Runtime's
+    execution providers."""
     check_threads(threads)
     kind = kind or manifest["backend"]
-    model, spec = Path(folder) / manifest["model_file"], {**manifest["spec"]}
-    backend = None
-    if kind == "tensorrt":
-        from .tensorrt import open_tensorrt
-
-        backend = open_tensorrt(Path(folder), manifest)
-    elif kind == "ort":
-        from .onnxruntime import OrtBackend
-
-        backend = OrtBackend(model, spec, manifest.get("kv_cache", "concat"), threads=threads,
-                             providers=providers, embedding_table=manifest.get("embedding_table"))
-    elif kind == "openvino":
-        from .openvino import OpenVinoBackend
-
-        backend = OpenVinoBackend(model, spec, device=device, threads=threads,
-                                  fp32=manifest.get("precision", "fp32") == "fp32",
-                                  precision=inference_precision, exact=exact)
-    if backend is not None:
-        # exports before the logits window kept the last position only ("logits": "last")
-        backend.logits_window = manifest.get("logits_window", 1 if manifest.get("logits") == "last" else None)
-        backend.weight_bytes = manifest.get("memory", {}).get("weight_bytes")
-        backend.source = manifest.get("source", {}).get("sha256")
-        return backend
-    raise LuodiError(f"backend {kind!r} is not available; this build supports: {', '.join(BACKENDS)}, torch")
+    if kind not in OPENERS:
+        raise LuodiError(f"backend {kind!r} is not available; this build supports: {', '.join(OPENERS)}, torch")
+    options = RuntimeOptions(threads, device, providers, inference_precision, exact)
+    return OPENERS[kind](Path(folder), manifest, options)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract.manifest import RuntimeFacts
 from ..errors import LuodiError
 
 
@@ -36,6 +37,12 @@ class Backend(ABC):
     weight_bytes: int | None = None  # what one step reads, the cost a draft model is weighed by (None: unknown)
     source: str | None = None  # sha256 of the checkpoint the export was made from (None: unknown)
     inference_precision: str | None = None  # what the runtime computes in, where chosen at load (OpenVINO)
+
+    def take_facts(self, facts: RuntimeFacts | None) -> None:
+        """Set what the export's manifest says of the graph (logits window, weight bytes, source), once, from the
+        backend's constructor."""
+        facts = facts or RuntimeFacts()
+        self.logits_window, self.weight_bytes, self.source = facts.logits_window, facts.weight_bytes, facts.source
 
     def kept_rows(self, seq: int) -> int:
         """How many positions' logits a step of `seq` tokens returns."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import ATTENTION_MASK, INPUT_IDS, INPUTS_EMBEDS, LOGITS, POSITION_IDS, is_past_name
+from ..contract.manifest import RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState
 from .embedding_table import EmbeddingTable
@@ -59,7 +60,9 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, model_path: Path, spec: dict, kv_cache: str, threads: int | None = None,
-                 providers: list[str] | None = None, embedding_table: dict | None = None):
+                 providers: list[str] | None = None, embedding_table: dict | None = None,
+                 facts: RuntimeFacts | None = None):
+        self.take_facts(facts)
         try:
             import onnxruntime as ort
         except ImportError:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import kv_names
+from ..contract.manifest import RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState
 
@@ -79,7 +80,9 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, model_path: Path, spec: dict, device: str = "CPU", threads: int | None = None,
-                 hint: str = "LATENCY", fp32: bool = True, precision: str = "f32", exact: bool = False):
+                 hint: str = "LATENCY", fp32: bool = True, precision: str = "f32", exact: bool = False,
+                 facts: RuntimeFacts | None = None):
+        self.take_facts(facts)
         ov = import_openvino()
         self.spec, self.max_context, self.vocab_size = spec, spec["max_context"], spec["vocab_size"]
         self.inference_precision = precision

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.manifest import RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from ..contract.graph import kv_names
 from .base import Backend, KVState
@@ -83,7 +84,8 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, engine, spec: dict, info: dict, device):
+    def __init__(self, engine, spec: dict, info: dict, device, facts: RuntimeFacts | None = None):
+        self.take_facts(facts)
         self.spec, self.device = spec, device
         self.max_context, self.vocab_size = spec["max_context"], spec["vocab_size"]
         self.max_batch = info["max_batch"]
@@ -156,4 +158,4 @@ def open_tensorrt(folder: Path, manifest: dict) -> TensorRTBackend:
     engine = runtime.deserialize_cuda_engine((Path(folder) / info["engine_file"]).read_bytes())
     if engine is None:
         raise CorruptModelError(f"{folder}: {info['engine_file']} is not an engine {built} can load (corrupt?)")
-    return TensorRTBackend(engine, manifest["spec"], info, device)
+    return TensorRTBackend(engine, manifest["spec"], info, device, RuntimeFacts.of(manifest))
