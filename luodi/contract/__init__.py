@@ -1,6 +1,8 @@
-"""The contract between an export and whatever runs it: the manifest's typed form and the runtimes it names.
+"""The contract between an export and whatever runs it: the manifest's typed form and the runtimes it names
+(manifest.py, schema.py, runtimes.py), the graph's names and step window (graph.py), the KV layouts (kv.py) and
+the decode loop's shape limits (shapes.py).
 
-Numpy-free and torch-free, so the runtime a device installs reads it as the exporter writes it.
+Pure Python (no numpy, no torch), so the runtime a device installs reads it as the exporter writes it.
 """
 
 from .kv import KV_LAYOUTS, KVLayout

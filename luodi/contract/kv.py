@@ -7,10 +7,7 @@ its buffer shape, dtype, bytes per position and whether a rollback must cut the 
 
 from dataclasses import dataclass
 
-import numpy as np
-
-DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": None}  # bfloat16: no numpy dtype
-ITEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+ITEM_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}  # the KV cache dtypes and their item bytes
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ FORMAT = "luodi-export"
 FORMAT_VERSION = 1
 BACKENDS = ("ort", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
-KV_DTYPES = ("float32", "float16", "bfloat16")
+KV_DTYPES = tuple(ITEM_BYTES)
 EMBEDDING_DTYPES = ("float32", "float16")
 # Upper bounds far above any model luodi exports, low enough that no buffer sized from them is absurd
 MAX_LAYERS, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN = 1024, 1024, 4096, 1 << 17
