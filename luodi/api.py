@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundles import check_folder, check_requirements, is_tar_name, unpack_bundle, validated
+from .bundles import check_folder, check_requirements, is_tar_name, unpack_bundle
+from .contract.manifest import Generation
 from .errors import LuodiError
 from .inputs import check_token_ids
 from .manifest import read_manifest
@@ -181,9 +182,9 @@ class TextStream:
             yield piece
 
 
-def _eos_and_pad(manifest_generation: dict, tokenizer: Tokenizer) -> tuple[list[int], int]:
-    eos = manifest_generation.get("eos_token_ids") or [tokenizer.eos_token_id]
-    pad = manifest_generation.get("pad_token_id")
+def _eos_and_pad(generation: Generation, tokenizer: Tokenizer) -> tuple[list[int], int]:
+    eos = generation.eos_token_ids or [tokenizer.eos_token_id]
+    pad = generation.pad_token_id
     return [e for e in eos if e is not None], pad if pad is not None else eos[0]
 
 
@@ -203,15 +204,14 @@ def load(path_or_name, backend: str | None = None, threads: int | None = None, v
     path = Path(path_or_name)
     folder = unpack_bundle(path, verify, Path(cache_dir) if cache_dir else None) if is_tar_name(path) else path
     if (folder / "manifest.json").is_file() and backend != "torch":
-        manifest = read_manifest(folder)
-        validated(manifest, str(path))
+        manifest = read_manifest(folder, str(path))
         check_folder(folder, manifest, checksums=verify)
-        if backend in (None, manifest["backend"]):
-            check_requirements(manifest.get("requires", {}), where=str(path))
+        if backend in (None, manifest.backend):
+            check_requirements(manifest.requires, where=str(path))
         runtime = open_backend(folder, manifest, kind=backend, threads=threads, device=device,
                                providers=providers, inference_precision=inference_precision)
         tokenizer = Tokenizer(folder)
-        return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest["generation"], tokenizer))
+        return LanguageModel(runtime, tokenizer, *_eos_and_pad(manifest.generation, tokenizer))
     if backend not in (None, "torch"):
         raise LuodiError(f"{path_or_name}: not an export folder or bundle (no manifest.json); export it first, "
                          "or use backend='torch' for the transformers reference")

@@ -6,10 +6,11 @@ reads it whole), so tokens/s cannot exceed read bandwidth / bytes per step. The 
 sum over a buffer far larger than the caches (torch); the bytes are the export's initializers minus those only
 an embedding lookup reads."""
 
-import json
 import statistics
 import time
 from pathlib import Path
+
+from .manifest import read_manifest
 
 LOOKUPS = {"Gather", "GatherBlockQuantized"}  # ops that read a few rows of a table, not all of it
 
@@ -47,12 +48,12 @@ def _tensor_bytes(tensor) -> int:
 def bytes_per_step(export: Path) -> int:
     """Bytes of weights one decode step reads: an ONNX export's initializers except tables only looked up; an
     OpenVINO IR's weight bytes from its manifest."""
-    manifest = json.loads((Path(export) / "manifest.json").read_text())
-    if manifest["backend"] != "ort":
-        return manifest["memory"]["weight_bytes"]
+    manifest = read_manifest(export)
+    if manifest.backend != "ort":
+        return manifest.facts.weight_bytes
     import onnx
 
-    graph = onnx.load(Path(export) / manifest["model_file"], load_external_data=False).graph
+    graph = onnx.load(Path(export) / manifest.model_file, load_external_data=False).graph
     readers: dict[str, set] = {}
     for node in graph.node:
         for name in node.input:

@@ -2,7 +2,6 @@
 ceiling, greedy-check from cli_measure.py). Errors print one line and exit non-zero."""
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -139,8 +138,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_export(args) -> int:
+    from .contract.schema import to_json
     from .exporters import export_model
-    from .exporters.tensorrt_engine import EngineOptions
+    from .exporters.tensorrt_engine import EngineOptions, describe_engine
+    from .manifest import read_manifest
     from .passes import PASSES
     from .targets import get_target
 
@@ -159,18 +160,18 @@ def _cmd_export(args) -> int:
     out = export_model(args.model, target=args.target, out=args.out, max_context=args.max_context,
                        progress=not args.json, passes=args.passes, precision=args.precision, engine=engine,
                        quantization=quantization or None, force=args.force)
-    manifest = json.loads((out / "manifest.json").read_text())
-    summary = {"out": str(out), "target": manifest["target"], "max_context": manifest["max_context"],
-               "parity": manifest["parity"], "bytes": sum(f["bytes"] for f in manifest["files"].values())}
-    if "tensorrt" in manifest:
-        summary["tensorrt"] = {k: v for k, v in manifest["tensorrt"].items() if k != "profiles"}
-    parity = summary["parity"]
+    manifest = read_manifest(out)
+    summary = {"out": str(out), "target": manifest.target, "max_context": manifest.max_context,
+               "parity": manifest.parity, "bytes": manifest.total_bytes}
+    if manifest.tensorrt:
+        summary["tensorrt"] = {k: v for k, v in to_json(manifest.tensorrt).items() if k != "profiles" and v is not None}
+    parity = manifest.parity
     checked = parity.get("unavailable") or (f"max |logit diff| vs transformers {parity['max_abs_diff']:.2e} "
-                                            f"under {parity.get('backend', manifest['backend'])}")
+                                            f"under {parity.get('backend', manifest.backend)}")
     print_json(summary) if args.json else print(f"exported {args.model} -> {out} ({summary['bytes'] / 1e6:.1f} MB; "
                                                 f"{checked})")
-    if "tensorrt" in manifest and not args.json:
-        _print_engine(manifest["tensorrt"], manifest["max_context"])
+    if manifest.tensorrt and not args.json:
+        print(describe_engine(manifest.tensorrt, manifest.max_context))
     return 0
 
 
@@ -209,25 +210,6 @@ def _cmd_eval(args) -> int:
         line += f"; identical greedy prefix {report['identical_greedy_prefix']} of {report['max_new_tokens']}"
     print(line)
     return 0
-
-
-def _print_engine(info: dict, max_context: int) -> None:
-    """The engine's size and profiles, and what running it needs."""
-    if not info["engine_file"]:
-        print(f"no TensorRT engine: TensorRT is not installed (the graph passed the {info['legality']}); "
-              "pip install 'luodi[tensorrt]' and export again")
-        return
-    print(f"TensorRT engine {info['engine_file']}: {info['engine_bytes'] / 1e6:.1f} MB, {info['module']} "
-          f"{info['version']}, built for {info['arch']} in {info['build_seconds']} s")
-    for name, shapes in info["profiles"].items():
-        (lo_b, lo_s), _, (hi_b, hi_s) = shapes["input_ids"]
-        print(f"  profile {name}: batch {lo_b}..{hi_b}, tokens per step {lo_s}..{hi_s}, "
-              f"past + new 1..{shapes['attention_mask'][2][1]} (KV buffers of {max_context} positions)")
-    from .exporters.tensorrt_engine import current_arch
-
-    if current_arch() is None and info.get("kv_dtype") != "bfloat16":
-        print("  running the engine needs an NVIDIA GPU (none here); `luodi generate DIR --backend ort` runs "
-              "the same graph under ONNX Runtime CPU")
 
 
 def _add_force(p, what: str) -> None:

@@ -49,7 +49,7 @@ def cmd_greedy_check(args) -> int:
     from .inputs import read_prompts
     from .manifest import read_manifest
 
-    source = args.source or read_manifest(args.model)["source"]["name"]
+    source = args.source or read_manifest(args.model).source.name
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
     rows = greedy_check(lm, source, read_prompts(args.prompts), args.max_new_tokens, args.chat)
     print_json({"model": args.model, "source": source, "prompts": rows}) if args.json else print(

@@ -2,11 +2,12 @@
 passes when the export's manifest records them), each pass's match count, the fused ops, weight bytes,
 KV-cache bytes at max context and the planned activation peak (luodi.memory_plan)."""
 
-import json
 from pathlib import Path
 
+from .contract import Manifest
+from .contract.schema import to_json
 from .errors import CorruptModelError, LuodiError
-from .manifest import MANIFEST
+from .manifest import MANIFEST, read_manifest
 from .memory_plan import memory_report, plan_activations
 
 FUSED_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "SkipLayerNormalization",
@@ -27,8 +28,8 @@ def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> di
     """The inspection report of an export folder or a .onnx file, as a dict; `shape` = (batch, sequence, past)
     adds the activation plan of that step."""
     target = Path(target)
-    manifest = json.loads((target / MANIFEST).read_text()) if (target / MANIFEST).is_file() else None
-    onnx_path = target / (manifest["model_file"] if manifest else "model.onnx") if target.is_dir() else target
+    manifest = read_manifest(target) if (target / MANIFEST).is_file() else None
+    onnx_path = target / (manifest.model_file if manifest else "model.onnx") if target.is_dir() else target
     if not onnx_path.is_file():
         raise CorruptModelError(f"{target}: no ONNX model found")
     if onnx_path.suffix == ".xml" and manifest:
@@ -43,10 +44,10 @@ def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> di
               "weight_bytes": weights,
               "opset": {domain or "ai.onnx": version for domain, version in model.opset_imports.items()}}
     if manifest:
-        report |= {"passes": manifest.get("passes", {}),
-                   "nodes_before_passes": manifest.get("graph", {}).get("nodes_before_passes"),
-                   "max_context": manifest["max_context"], "kv_cache": manifest.get("kv_cache", "concat"),
-                   **(manifest.get("memory") or memory_report(onnx_path, manifest["spec"], weights))}
+        memory = _recorded(manifest) or memory_report(onnx_path, manifest.spec, weights)
+        report |= {"passes": manifest.passes or {}, "max_context": manifest.max_context,
+                   "nodes_before_passes": (manifest.graph or {}).get("nodes_before_passes"),
+                   "kv_cache": manifest.kv_cache, **memory}
     if shape:
         if shape[0] < 1 or shape[1] < 1 or shape[2] < 0:
             raise LuodiError(f"--step {' '.join(map(str, shape))}: batch and new tokens must be >= 1, past >= 0")
@@ -57,19 +58,24 @@ def inspect_model(target: Path, shape: tuple[int, int, int] | None = None) -> di
     return report
 
 
-def _lowered_report(ir_path: Path, manifest: dict, shape) -> dict:
+def _lowered_report(ir_path: Path, manifest: Manifest, shape) -> dict:
     """The report of an export lowered to an OpenVINO IR, from its manifest: the ONNX graph it was lowered
     from (ops after the passes) and what OpenVINO's CPU plugin compiled it into."""
     if shape:
         raise LuodiError(f"{ir_path}: --step plans an ONNX graph; this export keeps only its OpenVINO IR "
                          "(its manifest holds the plans made at export time)")
-    graph = manifest.get("graph", {})
+    graph = manifest.graph or {}
     ops = graph.get("ops", {})
     return {"model": str(ir_path), "nodes": graph.get("nodes"), "ops": ops,
             "fused_ops": {k: v for k, v in ops.items() if k.split(".")[-1] in FUSED_OPS or "." in k},
-            "runtime_ops": manifest.get("openvino", {}).get("runtime_ops", {}),
-            "passes": manifest.get("passes", {}), "nodes_before_passes": graph.get("nodes_before_passes"),
-            "max_context": manifest["max_context"], "kv_cache": manifest.get("kv_cache"), **manifest["memory"]}
+            "runtime_ops": (manifest.openvino or {}).get("runtime_ops", {}),
+            "passes": manifest.passes or {}, "nodes_before_passes": graph.get("nodes_before_passes"),
+            "max_context": manifest.max_context, "kv_cache": manifest.kv_cache, **_recorded(manifest)}
+
+
+def _recorded(manifest: Manifest) -> dict:
+    """The memory block the manifest records (the fields it has), or {}."""
+    return {k: v for k, v in to_json(manifest.memory).items() if v is not None} if manifest.memory else {}
 
 
 def format_report(report: dict) -> str:

@@ -16,6 +16,7 @@ from onnx import helper
 
 from .contract.graph import STEP_WINDOW
 from .contract.kv import kv_bytes_per_position
+from .contract.manifest import ModelSpec
 
 from .passes.last_token_logits import LOGITS_POSITIONS
 
@@ -180,12 +181,12 @@ def plan_activations(model_path, batch: int, sequence: int, past: int) -> dict:
             "folded_weight_bytes": folded_bytes}
 
 
-def memory_report(model_path, spec: dict, weight_bytes: int, kv_dtype: str = "float32") -> dict:
+def memory_report(model_path, spec: ModelSpec, weight_bytes: int, kv_dtype: str = "float32") -> dict:
     """What a deployer needs to tell whether a model fits a device: weight bytes (and those the runtime computes
     from them at load), KV-cache bytes (per token and at max context, batch 1) and the activation plan of a
     max-context prefill and of a decode step at max context (or why no plan could be made)."""
-    context = spec["max_context"]
-    kv_per_token = kv_bytes_per_position(spec["num_layers"], spec["num_kv_heads"], spec["head_dim"], kv_dtype)
+    context = spec.max_context
+    kv_per_token = kv_bytes_per_position(spec.num_layers, spec.num_kv_heads, spec.head_dim, kv_dtype)
     report = {"weight_bytes": weight_bytes, "kv_bytes_per_token": kv_per_token,
               "kv_bytes_at_max_context": kv_per_token * context}
     try:

@@ -18,7 +18,8 @@ from pathlib import Path
 from . import __version__
 from .errors import LuodiError
 from .fileio import atomic_folder
-from .manifest import MANIFEST, parse_manifest
+from .contract.manifest import is_bundle_json
+from .manifest import MANIFEST, parse_manifest_json
 
 EXPORT_FOLDER = "export folder"
 BUNDLE_FOLDER = "bundle folder"
@@ -31,7 +32,7 @@ _TRITON_FORMAT = "luodi-triton-model"
 def _parsed(raw: bytes | None) -> dict | None:
     """A luodi manifest's content, or None (no bytes, not JSON, not a luodi manifest)."""
     try:
-        return parse_manifest(raw, "") if raw is not None else None
+        return parse_manifest_json(raw, "") if raw is not None else None
     except LuodiError:
         return None
 
@@ -70,7 +71,7 @@ def output_kind(path: Path) -> str | None:
         return None
     if path.is_file():
         manifest = _parsed(_archive_manifest(path))
-        return BUNDLE_ARCHIVE if manifest is not None and "bundle" in manifest else None
+        return BUNDLE_ARCHIVE if manifest is not None and is_bundle_json(manifest) else None
     if not path.is_dir():
         return None
     if _is_triton_model(path):
@@ -78,7 +79,7 @@ def output_kind(path: Path) -> str | None:
     manifest = _folder_manifest(path)
     if manifest is None:
         return None
-    return BUNDLE_FOLDER if "bundle" in manifest else EXPORT_FOLDER
+    return BUNDLE_FOLDER if is_bundle_json(manifest) else EXPORT_FOLDER
 
 
 def _is_free(path: Path, kind: str) -> bool:

@@ -53,7 +53,7 @@ def test_awq_export_runs_and_records_its_search(export_dir, reference, tmp_path)
     ids = tuple(luodi.load(export_dir("tiny-qwen2")).tokenizer.encode(open(TEXT).read())[:1024])
     folder = export_model("tiny-qwen2", precision="int4", out=tmp_path / "awq", progress=False,
                           quantization={"method": "awq", "calibration": ids})
-    info = read_manifest(folder)["quantization"]
+    info = read_manifest(folder).quantization
     assert info["method"] == "awq" and info["matmuls_quantized"] == 9
     assert info["awq"]["groups"] == 2 * 3 and info["awq"]["loss_vs_rtn_max"] <= 1.0
     assert _max_diff("tiny-qwen2", lambda _: folder, reference) < 1.0

@@ -22,7 +22,7 @@ def test_read_bandwidth_is_a_rate():
 def test_ceiling_is_bandwidth_over_the_weights_a_step_reads(export_dir, capsys, monkeypatch):
     out = export_dir("tiny-llama")
     step = ceiling.bytes_per_step(out)
-    assert 0 < step <= read_manifest(out)["memory"]["weight_bytes"]
+    assert 0 < step <= read_manifest(out).memory.weight_bytes
     monkeypatch.setattr(ceiling, "read_bandwidth", lambda threads, repeat: (step * 1000.0, step * 1250.0))
     assert main(["ceiling", str(out), "--repeat", "3", "--measured", "500,250", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

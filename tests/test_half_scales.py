@@ -52,7 +52,7 @@ def test_scales_out_of_half_range_stay_float():
 def test_quantized_exports_store_no_float_scales(quantized):
     """An int4 export (minmax: scales and block offsets) keeps no fp32 scales in its file."""
     folder = quantized("int4", method="minmax")
-    assert read_manifest(folder)["quantization"]["fp16_scales_saved_mb"] > 0
+    assert read_manifest(folder).quantization["fp16_scales_saved_mb"] > 0
     model = onnx.load(folder / "model.onnx", load_external_data=False)
     inits = {i.name: i.data_type for i in model.graph.initializer}
     casts = {n.output[0] for n in model.graph.node if n.op_type == "Cast" and n.input[0] in inits}

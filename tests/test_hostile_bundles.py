@@ -16,7 +16,7 @@ import luodi
 from luodi.bundles import verify_bundle
 from luodi.cli import main as cli_main
 from luodi.errors import LuodiError
-from luodi.manifest import MANIFEST, file_entries, read_manifest
+from luodi.manifest import MANIFEST, file_entries, read_manifest_json
 
 ZEN = "Beautiful is better than ugly"
 
@@ -32,7 +32,7 @@ def _hostile_copy(export_dir, tmp_path, edit=None, target="ort") -> Path:
     attacker would."""
     folder = tmp_path / "hostile"
     shutil.copytree(export_dir("tiny-llama", target), folder)
-    manifest = read_manifest(folder)
+    manifest = read_manifest_json(folder)
     if edit:
         edit(folder, manifest)
     manifest["files"] = file_entries(folder)
@@ -44,7 +44,7 @@ def _as_tar(folder: Path, out: Path) -> Path:
     """The folder as a bundle archive (manifest first), without luodi's own packer, which would refuse it."""
     with tarfile.open(out, "w") as tar:
         tar.add(folder / MANIFEST, MANIFEST)
-        for name in read_manifest(folder)["files"]:
+        for name in read_manifest_json(folder)["files"]:
             tar.add(folder / name, name)
     return out
 
@@ -201,7 +201,7 @@ def test_a_bundle_named_like_a_runtime_module_runs_no_code_of_its_own(export_dir
                                   "long name", "table past the end"])
 def test_manifests_that_broke_messages_or_disagreed_are_refused(export_dir, tmp_path, capsys, case):
     folder = _hostile_copy(export_dir, tmp_path)
-    manifest = read_manifest(folder)
+    manifest = read_manifest_json(folder)
     if case == "deep json":
         text = json.dumps(manifest).replace('"passes": {', '"passes": ' + "[" * 100_000 + "]" * 100_000 + ', "x": {', 1)
     else:

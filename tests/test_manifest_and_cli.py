@@ -14,13 +14,13 @@ from luodi.manifest import read_manifest
 def test_manifest_describes_the_folder(export_dir):
     folder = export_dir("tiny-qwen2")
     m = read_manifest(folder)
-    assert m["target"] == "ort" and m["precision"] == "fp32" and m["backend"] == "ort"
-    assert m["source"]["name"] == "tiny-qwen2" and len(m["source"]["sha256"]) == 64
-    assert {"model.onnx", "model.onnx.data", "tokenizer.json"} <= set(m["files"])
-    for name, entry in m["files"].items():
-        assert sha256_file(folder / name) == entry["sha256"]
-    assert m["max_context"] == 256 and m["tokenizer_files"] and m["generation"]["eos_token_ids"]
-    assert m["passes"]["cleanup"] > 0
+    assert m.target == "ort" and m.precision == "fp32" and m.backend == "ort"
+    assert m.source.name == "tiny-qwen2" and len(m.source.sha256) == 64
+    assert {"model.onnx", "model.onnx.data", "tokenizer.json"} <= set(m.files)
+    for name, entry in m.files.items():
+        assert sha256_file(folder / name) == entry.sha256
+    assert m.max_context == 256 and m.tokenizer_files and m.generation.eos_token_ids
+    assert m.passes["cleanup"] > 0
 
 
 def test_onnx_signature(export_dir):

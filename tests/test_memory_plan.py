@@ -31,11 +31,11 @@ def test_liveness_on_a_chain(tmp_path):
 
 def test_export_records_memory(export_dir):
     manifest = read_manifest(export_dir("tiny-llama"))
-    memory, spec = manifest["memory"], manifest["spec"]
-    assert memory["kv_bytes_per_token"] == 2 * spec["num_layers"] * spec["num_kv_heads"] * spec["head_dim"] * 4
-    prefill = memory["activations"]["prefill_max_context"]
+    memory, spec = manifest.memory, manifest.spec
+    assert memory.kv_bytes_per_token == 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * 4
+    prefill = memory.activations["prefill_max_context"]
     assert 0 < prefill["planned_peak_bytes"] < prefill["naive_bytes"]
-    decode = memory["activations"]["decode_at_max_context"]
+    decode = memory.activations["decode_at_max_context"]
     assert decode["planned_peak_bytes"] < prefill["planned_peak_bytes"]
 
 
@@ -60,11 +60,11 @@ def test_int4_export_is_planned_with_its_folded_weights_apart(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     folder = export_model("tiny-qwen2", precision="int4", out=tmp_path / "int4", progress=False)
-    memory = read_manifest(folder)["memory"]
-    decode = memory["activations"]["decode_at_max_context"]
+    memory = read_manifest(folder).memory
+    decode = memory.activations["decode_at_max_context"]
     assert 0 < decode["planned_peak_bytes"] < decode["naive_bytes"]
     assert decode["largest"]["tensor"] == "logits"  # not the table's rows or the scales, which are weights
-    assert memory["folded_weight_bytes"] == decode["folded_weight_bytes"] > 0
+    assert memory.folded_weight_bytes == decode["folded_weight_bytes"] > 0
     assert "computes from them at load" in format_report(inspect_model(folder))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int4"]
 
@@ -72,15 +72,13 @@ def test_int4_export_is_planned_with_its_folded_weights_apart(tmp_path, monkeypa
 def test_kv_bytes_follow_the_cache_dtype(tmp_path):
     """A trt fp16 export's KV cache is fp16: its manifest reports half the KV bytes of the fp32 export's, and the
     manifest says which dtype (the contract's cache_dtype)."""
-    from luodi.contract import Manifest
     from luodi.exporters import export_model
-    from luodi.manifest import read_manifest
 
     got = {}
     for precision in ("fp32", "fp16"):
         folder = export_model("tiny-llama", target="trt", precision=precision, out=tmp_path / precision,
                               progress=False)
         manifest = read_manifest(folder)
-        got[precision] = (manifest["memory"]["kv_bytes_per_token"], Manifest.from_json(manifest, "t").cache_dtype)
+        got[precision] = (manifest.memory.kv_bytes_per_token, manifest.cache_dtype)
     assert got["fp32"][1] == "float32" and got["fp16"][1] == "float16"
     assert got["fp16"][0] * 2 == got["fp32"][0] > 0

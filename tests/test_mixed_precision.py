@@ -91,7 +91,7 @@ def test_a_budget_between_int4_and_int8_mixes_them(method, export_dir, calibrati
     int4, all_int8 = export("int4", method=method), export("int8", precision="int8")
     budget = (_bytes(int4) + _bytes(all_int8)) / 2 / 1e6
     mixed = export("mixed", method=method, calibration=calibration_ids, size_budget_mb=budget)
-    info = read_manifest(mixed)["quantization"]["mixed_precision"]
+    info = read_manifest(mixed).quantization["mixed_precision"]
     assert _bytes(mixed) <= budget * 1e6 and info["files_mb"] * 1e6 == pytest.approx(_bytes(mixed), abs=5e3)
     assert 0 < len(info["int8"]) < len(info["sensitivity"])
     assert all(v["error_int8"] < v["error_int4"] and v["kl_int4"] > 0 for v in info["sensitivity"].values())

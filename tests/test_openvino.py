@@ -37,11 +37,11 @@ def test_ir_is_stateful_and_fused(tiny, export_dir):
     model = ov.Core().read_model(str(folder / "openvino_model.xml"))
     names = {n for port in model.inputs for n in port.get_names()}
     assert names == {"input_ids", "attention_mask", "position_ids", "beam_idx"}
-    spec, runtime = manifest["spec"], manifest["openvino"]["runtime_ops"]
-    assert runtime["ScaledDotProductAttention"] == spec["num_layers"]  # OpenVINO's own SDPA kernel, per layer
-    if spec["family"] != "gpt2":
-        assert runtime["RMS"] == 2 * spec["num_layers"] + 1 and runtime["RoPE"] == 2 * spec["num_layers"]
-    plan = manifest["memory"]["activations"]["prefill_max_context"]  # planned on the ONNX graph before lowering
+    spec, runtime = manifest.spec, manifest.openvino["runtime_ops"]
+    assert runtime["ScaledDotProductAttention"] == spec.num_layers  # OpenVINO's own SDPA kernel, per layer
+    if spec.family != "gpt2":
+        assert runtime["RMS"] == 2 * spec.num_layers + 1 and runtime["RoPE"] == 2 * spec.num_layers
+    plan = manifest.memory.activations["prefill_max_context"]  # planned on the ONNX graph before lowering
     assert 0 < plan["planned_peak_bytes"] < plan["naive_bytes"]
 
 
@@ -71,7 +71,7 @@ def test_fp16_int8_and_int4_compress_the_weights(tmp_path):
         out = export_model("tiny-llama", target="openvino", precision=precision, out=tmp_path / precision,
                            progress=False)
         manifest = read_manifest(out)
-        assert manifest["precision"] == precision and manifest["parity"]["max_abs_diff"] < 1.0
+        assert manifest.precision == precision and manifest.parity["max_abs_diff"] < 1.0
         sizes[precision] = (out / "openvino_model.bin").stat().st_size
         lm = luodi.load(out)
         assert _inference_precision(lm) == "f32"  # not the plugin's bf16 where the CPU has it
@@ -172,7 +172,7 @@ def test_stateless_ir_runs_with_the_cache_passed_in(export_dir, tmp_path):
                          progress=False)
     ov.save_model(ov.convert_model(str(plain / "model.onnx")), str(tmp_path / "stateless.xml"))
     stateful = luodi.load(export_dir("tiny-llama", "openvino"))
-    backend = OpenVinoBackend(tmp_path / "stateless.xml", read_manifest(plain)["spec"])
+    backend = OpenVinoBackend(tmp_path / "stateless.xml", read_manifest(plain).spec)
     assert not backend.stateful
     stateless = luodi.LanguageModel(backend, stateful.tokenizer, stateful.eos_ids, stateful.pad_id)
     prompts = ["The quick brown fox", "A longer prompt than the first one is"]

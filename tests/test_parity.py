@@ -63,5 +63,5 @@ def test_smollm2_logits_match_transformers(export_dir, reference):
 
 
 def test_export_records_its_own_parity_check(tiny, export_dir):
-    parity = read_manifest(export_dir(tiny))["parity"]
+    parity = read_manifest(export_dir(tiny)).parity
     assert parity["greedy_match"] and parity["max_abs_diff"] <= 1e-4 and parity["steps"] >= 3

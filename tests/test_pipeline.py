@@ -12,10 +12,10 @@ from luodi.manifest import read_manifest
 from luodi.passes import resolve_pipeline
 
 
-def _expected(spec: dict) -> dict:
-    layers, family = spec["num_layers"], spec["family"]
-    full_rotary = spec["rotary_dim"] == spec["head_dim"]
-    tied = int(spec["tie_word_embeddings"])
+def _expected(spec) -> dict:
+    layers, family = spec.num_layers, spec.family
+    full_rotary = spec.rotary_dim == spec.head_dim
+    tied = int(spec.tie_word_embeddings)
     common = {"embedding_gather": tied, "fuse_attention": layers, "last_token_logits": 1, "embedding_rows": tied,
               "lm_head_view": tied, "embedding_input": 1}
     if family == "gpt2":
@@ -26,24 +26,24 @@ def _expected(spec: dict) -> dict:
             "pack_matmuls": 2 * layers, "inplace_kv_cache": layers if full_rotary else 0}
 
 
-def _expected_trt(spec: dict) -> dict:
+def _expected_trt(spec) -> dict:
     """The trt pipeline: standard ops only, attention left as MatMul/Softmax (no fp32 fused kernel in TRT)."""
-    layers, rope = spec["num_layers"], spec["family"] != "gpt2"
-    return {"embedding_gather": int(spec["tie_word_embeddings"]), "rms_normalization": (2 * layers + 1) * rope,
+    layers, rope = spec.num_layers, spec.family != "gpt2"
+    return {"embedding_gather": int(spec.tie_word_embeddings), "rms_normalization": (2 * layers + 1) * rope,
             "fuse_rotary": 2 * layers * rope, "kv_cache_scatter": layers, "last_token_logits": 1}
 
 
 def _check_counts(folder):
     manifest = read_manifest(folder)
-    spec = manifest["spec"]
-    passes = {k: v for k, v in manifest["passes"].items() if not k.startswith("cleanup")}
-    if manifest["target"] == "trt":
-        assert passes == _expected_trt(spec) and manifest["kv_cache"] == "scatter_buffer"
-        assert not [op for op in manifest["graph"]["ops"] if "." in op]  # no contrib-domain op
+    spec = manifest.spec
+    passes = {k: v for k, v in manifest.passes.items() if not k.startswith("cleanup")}
+    if manifest.target == "trt":
+        assert passes == _expected_trt(spec) and manifest.kv_cache == "scatter_buffer"
+        assert not [op for op in manifest.graph["ops"] if "." in op]  # no contrib-domain op
         return
     assert passes == _expected(spec)
-    assert manifest["kv_cache"] == ("shared_buffer" if passes["inplace_kv_cache"] else "concat")
-    graph = manifest["graph"]
+    assert manifest.kv_cache == ("shared_buffer" if passes["inplace_kv_cache"] else "concat")
+    graph = manifest.graph
     assert graph["nodes"] * 2 <= graph["nodes_before_passes"]
     assert not _unread_outputs(folder / "model.onnx")
 
@@ -85,7 +85,7 @@ def test_all_logits_kept_when_the_pass_is_dropped(tmp_path):
 
     out = export_model("tiny-llama", out=tmp_path / "all", passes="-last_token_logits", progress=False)
     manifest = read_manifest(out)
-    assert manifest["logits_window"] is None and "last_token_logits" not in manifest["passes"]
+    assert manifest.logits_window is None and "last_token_logits" not in manifest.passes
     assert luodi.load(out).generate("Hello", max_new_tokens=4).token_ids
 
 

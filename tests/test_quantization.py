@@ -19,14 +19,14 @@ TEXT = "/usr/share/common-licenses/Apache-2.0"  # any English text on the machin
 
 def _bytes(folder):
     """Bytes of the model files (graph and weights) an export folder holds."""
-    return sum(e["bytes"] for n, e in read_manifest(folder)["files"].items() if n.startswith("model.onnx"))
+    return sum(e.bytes for n, e in read_manifest(folder).files.items() if n.startswith("model.onnx"))
 
 
 def test_every_matmul_becomes_matmulnbits_and_files_shrink(quantized, export_dir):
     fp32 = _bytes(export_dir("tiny-qwen2"))
     sizes = {}
     for precision in ("int8", "int4"):
-        info = read_manifest(quantized(precision))["quantization"]
+        info = read_manifest(quantized(precision)).quantization
         assert info["matmuls_kept"] == 0 and info["matmuls_quantized"] == 2 * 2 + 2 * 2 + 1  # qkv,o,gate_up,down,head
         assert info["shared_embedding"] is True  # the tied lookup reads the head's 4- or 8-bit weight
         sizes[precision] = _bytes(quantized(precision))
@@ -45,7 +45,7 @@ def test_other_methods_stay_close_to_fp32(method, quantized, reference, tmp_path
         lm = luodi.load(quantized("int8"))  # any export's tokenizer encodes the calibration text
         settings["calibration"] = tuple(lm.tokenizer.encode(open(TEXT).read())[:512])
     folder = quantized("int4", **settings)
-    info = read_manifest(folder)["quantization"]
+    info = read_manifest(folder).quantization
     assert info["method"] == method
     assert info["shared_embedding"] is True  # the LM head's table serves the lookup (gptq names it W_Q4G32)
     assert _max_diff("tiny-qwen2", lambda name: folder, reference) < 1.0
@@ -76,7 +76,7 @@ def test_openvino_data_aware_compression(method, export_dir, reference, tmp_path
     ids = tuple(luodi.load(export_dir("tiny-llama")).tokenizer.encode(open(TEXT).read())[:1024])
     folder = export_model("tiny-llama", target="openvino", precision="int4", out=tmp_path / method, progress=False,
                           quantization={"method": method, "calibration": ids, "group_size": 32})
-    record = read_manifest(folder)["openvino"]["compression"]
+    record = read_manifest(folder).openvino["compression"]
     assert record["method"] == method and record["calibration_tokens"] == len(ids) and record["group_size"] == 32
     assert _max_diff("tiny-llama", lambda name: folder, reference) < 1.0
 
@@ -135,7 +135,7 @@ def test_tied_embedding_reads_the_lm_head_weight(bits, method, quantized, export
     from luodi.runtimes.embedding_table import EmbeddingTable
 
     folder = quantized(f"int{bits}", method=method)
-    assert read_manifest(folder)["quantization"]["shared_embedding"] is True
+    assert read_manifest(folder).quantization["shared_embedding"] is True
     model = onnx.load(folder / "model.onnx")
     (lookup,) = [n for n in model.graph.node if n.op_type == "GatherBlockQuantized"]
     rows_name = lookup.output[0].removesuffix("/centred")
@@ -149,8 +149,8 @@ def test_tied_embedding_reads_the_lm_head_weight(bits, method, quantized, export
     feeds = {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}}
     rows = session.run([rows_name], feeds)[0]
     fp32 = export_dir("tiny-qwen2")
-    entry = read_manifest(fp32)["embedding_table"]  # the fp32 export's tied table, as its runtime reads it
-    table = EmbeddingTable(fp32, entry)(np.arange(entry["shape"][0])).T  # [hidden, vocab]
+    entry = read_manifest(fp32).embedding_table  # the fp32 export's tied table, as its runtime reads it
+    table = EmbeddingTable(fp32, entry)(np.arange(entry.shape[0])).T  # [hidden, vocab]
     grid = fake_quantize_minmax if method == "minmax" else fake_quantize
     # the head's scales (and offsets) are stored as fp16: the rows are the grid's up to that rounding
     np.testing.assert_allclose(rows[0], grid(table, bits, 32)[:, ids[0]].T, rtol=0,
@@ -163,14 +163,14 @@ def test_minmax_runs_on_integer_zero_point_kernels(quantized, reference):
     import onnx
 
     folder = quantized("int4", method="minmax")
-    info = read_manifest(folder)["quantization"]
+    info = read_manifest(folder).quantization
     assert info["method"] == "minmax" and info["float_zero_points_lowered"] == info["matmuls_quantized"] == 9
     assert info["matmuls_kept"] == 0
     model = onnx.load(folder / "model.onnx", load_external_data=False)
     nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
     assert {len(n.input) for n in nbits} == {3}  # no zero points: the centre is MatMulNBits' default
     assert {onnx.helper.get_attribute_value(a) for n in nbits for a in n.attribute if a.name == "accuracy_level"} \
-        == {read_manifest(folder)["quantization"]["accuracy_level"]}
+        == {read_manifest(folder).quantization["accuracy_level"]}
     assert _max_diff("tiny-qwen2", lambda name: folder, reference) < 1.0
 
 
@@ -249,4 +249,4 @@ def test_lowered_constant_blocks_are_exact_on_int8_activations():
 
 def test_untied_embeddings_keep_their_int8_table(tmp_path):
     folder = export_model("tiny-llama", precision="int4", out=tmp_path / "untied", progress=False)
-    assert read_manifest(folder)["quantization"]["shared_embedding"] is False
+    assert read_manifest(folder).quantization["shared_embedding"] is False

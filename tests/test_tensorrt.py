@@ -5,6 +5,7 @@ such). Running a real engine needs a GPU: those tests skip with the reason."""
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -49,12 +50,11 @@ def test_both_checkers_name_the_nodes_tensorrt_cannot_take(export_dir):
 def test_engine_builds_ahead_of_time_with_both_profiles(tiny, export_dir):
     folder = export_dir(tiny, "trt")
     manifest = read_manifest(folder)
-    info = manifest["tensorrt"]
-    assert (folder / info["engine_file"]).stat().st_size == info["engine_bytes"] > 0
-    assert info["module"] == trt.__name__ and info["arch"] == (current_arch() or "sm89")
-    assert list(info["profiles"]) == ["decode", "prefill"]
-    assert manifest["kv_cache"] == "scatter_buffer" and manifest["passes"]["kv_cache_scatter"] == \
-        manifest["spec"]["num_layers"]
+    info = manifest.tensorrt
+    assert (folder / info.engine_file).stat().st_size == info.engine_bytes > 0
+    assert info.module == trt.__name__ and info.arch == (current_arch() or "sm89")
+    assert list(info.profiles) == ["decode", "prefill"]
+    assert manifest.kv_cache == "scatter_buffer" and manifest.passes["kv_cache_scatter"] == manifest.spec.num_layers
 
 
 def test_trt_graph_under_onnx_runtime_matches_transformers(tiny, export_dir, reference):
@@ -187,8 +187,7 @@ def test_manifest_without_an_engine_is_refused(export_dir, tmp_path):
     from luodi.runtimes.tensorrt import open_tensorrt
 
     folder = export_dir("tiny-llama", "trt")
-    manifest = read_manifest(folder)
-    del manifest["tensorrt"]
+    manifest = replace(read_manifest(folder), tensorrt=None)
     with pytest.raises(CorruptModelError, match="no TensorRT engine"):
         open_tensorrt(folder, manifest)
 
@@ -224,14 +223,14 @@ def test_fp16_graph_builds_and_stays_close(tmp_path, reference):
 
     folder = export_model("tiny-qwen2", target="trt", precision="fp16", out=tmp_path / "fp16", progress=False)
     manifest = read_manifest(folder)
-    assert manifest["tensorrt"]["kv_dtype"] == "float16" and manifest["precision"] == "fp16"
+    assert manifest.tensorrt.kv_dtype == "float16" and manifest.precision == "fp16"
     assert (folder / "model.engine").stat().st_size > 0
     assert _max_diff("tiny-qwen2", lambda name: folder, reference, kind="ort") <= 1e-2
     backend, _ = stand_in(folder)  # the GPU backend's buffers follow the graph's dtype
     state = backend.new_state(1)
     assert state.cache[0].dtype == np.float16
     logits = backend.forward(state, np.array([[5, 6]]), np.ones((1, 2), np.int64), np.array([[0, 1]]))
-    assert logits.dtype == np.float32 and logits.shape == (1, manifest["spec"]["vocab_size"])
+    assert logits.dtype == np.float32 and logits.shape == (1, manifest.spec.vocab_size)
 
 
 def test_without_tensorrt_the_allow_list_checks_and_no_engine_is_built(tmp_path, monkeypatch):
@@ -239,8 +238,8 @@ def test_without_tensorrt_the_allow_list_checks_and_no_engine_is_built(tmp_path,
 
     monkeypatch.setattr(tensorrt_engine, "import_tensorrt", lambda required=True: None)
     folder = export_model("tiny-llama", target="trt", out=tmp_path / "no-trt", progress=False)
-    info = read_manifest(folder)["tensorrt"]
-    assert info["engine_file"] is None and info["legality"].startswith("allow-list")
+    info = read_manifest(folder).tensorrt
+    assert info.engine_file is None and info.legality.startswith("allow-list")
     assert not (folder / "model.engine").exists()
     with pytest.raises(LuodiError, match="no engine"):
         luodi.load(folder)
@@ -253,5 +252,5 @@ def test_bf16_graph_builds_an_engine_and_says_it_is_unchecked_here(tmp_path):
 
     folder = export_model("tiny-llama", target="trt", precision="bf16", out=tmp_path / "bf16", progress=False)
     manifest = read_manifest(folder)
-    assert manifest["tensorrt"]["kv_dtype"] == "bfloat16" and (folder / "model.engine").stat().st_size > 0
-    assert manifest["parity"]["max_abs_diff"] is None and "GPU only" in manifest["parity"]["unavailable"]
+    assert manifest.tensorrt.kv_dtype == "bfloat16" and (folder / "model.engine").stat().st_size > 0
+    assert manifest.parity["max_abs_diff"] is None and "GPU only" in manifest.parity["unavailable"]

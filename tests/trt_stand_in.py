@@ -10,7 +10,6 @@ import numpy as np
 import onnxruntime as ort
 
 from luodi.manifest import read_manifest
-from luodi.contract.manifest import RuntimeFacts
 from luodi.contract.shapes import covers
 from luodi.runtimes.tensorrt import TensorRTBackend
 
@@ -90,9 +89,9 @@ class StandInEngine:
     def __init__(self, onnx_path, manifest, device):
         self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
-        self.profiles = manifest["tensorrt"]["profiles"]
-        self.vocab_size = manifest["spec"]["vocab_size"]
-        self.logits_window = manifest["logits_window"]
+        self.profiles = manifest.tensorrt.profiles
+        self.vocab_size = manifest.spec.vocab_size
+        self.logits_window = manifest.logits_window
         self.device = device
         self.contexts = []
 
@@ -105,6 +104,6 @@ def stand_in(folder):
     """(TensorRTBackend over the stand-in engine of a trt export folder, the engine)."""
     manifest = read_manifest(folder)
     device = NumpyDevice()
-    engine = StandInEngine(folder / manifest["model_file"], manifest, device)
-    backend = TensorRTBackend(engine, manifest["spec"], manifest["tensorrt"], device, RuntimeFacts.of(manifest))
+    engine = StandInEngine(folder / manifest.model_file, manifest, device)
+    backend = TensorRTBackend(engine, manifest.spec, manifest.tensorrt, device, manifest.facts)
     return backend, engine

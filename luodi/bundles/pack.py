@@ -9,17 +9,17 @@ import tarfile
 import time
 from pathlib import Path
 
+from ..contract.manifest import FileEntry, Manifest, bundle_json
 from ..errors import LuodiError, ManifestMismatchError
 from ..fileio import new_temp_file, sha256_file, write_bytes_atomic
-from ..manifest import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
+from ..manifest import MANIFEST, read_manifest_json
 from ..outputs import BUNDLE_ARCHIVE, BUNDLE_FOLDER, claim_output, output_folder
-from .checks import check_folder, validated
+from .checks import check_folder
 from .readme import device_readme
 from .requirements import requirements_for
 
 README = "README.md"
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-_EXPORT_ONLY = ("format", "format_version", "created", "files")
 
 
 def is_tar_name(path: Path) -> bool:
@@ -27,15 +27,12 @@ def is_tar_name(path: Path) -> bool:
     return Path(path).name.endswith(TAR_SUFFIXES)
 
 
-def bundle_manifest(export: dict, readme: bytes, requires: dict) -> dict:
-    """The bundle's manifest: the export's (spec, IO, memory, generation, passes, parity), the runtime versions
-    it requires, and the files with the README added."""
-    files = {**export["files"], README: {"bytes": len(readme), "sha256": hashlib.sha256(readme).hexdigest()}}
-    content = {k: v for k, v in export.items() if k not in _EXPORT_ONLY}
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, **content,
-            "bundle": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "export_created": export.get("created")},
-            "requires": requires, "files": dict(sorted(files.items()))}
+def bundle_manifest(export: dict, readme: bytes, requires: dict) -> tuple[Manifest, bytes]:
+    """The bundle's manifest (contract.manifest.bundle_json: the export's JSON as written, the runtime versions
+    it requires, and the files with the README added), checked as a reader checks it, and its bytes."""
+    added = {README: FileEntry(len(readme), hashlib.sha256(readme).hexdigest())}
+    content = bundle_json(export, added, requires, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return Manifest.from_json(content, "the bundle's manifest"), (json.dumps(content, indent=1) + "\n").encode()
 
 
 class _HashingReader:
@@ -56,23 +53,22 @@ def _tar_info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     return info
 
 
-def _write_tar(export_dir: Path, manifest: dict, readme: bytes, out: Path, force: bool) -> None:
+def _write_tar(export_dir: Path, manifest: Manifest, raw: bytes, readme: bytes, out: Path, force: bool) -> None:
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
     mtime = time.time()
     fd, tmp = new_temp_file(out)
     os.close(fd)
     try:
         with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
-            data = (json.dumps(manifest, indent=1) + "\n").encode()
-            tar.addfile(_tar_info(MANIFEST, len(data), mtime), io.BytesIO(data))  # first: read before the rest
+            tar.addfile(_tar_info(MANIFEST, len(raw), mtime), io.BytesIO(raw))  # first: read before the rest
             tar.addfile(_tar_info(README, len(readme), mtime), io.BytesIO(readme))
-            for name, entry in manifest["files"].items():
+            for name, entry in manifest.files.items():
                 if name == README:
                     continue
                 with open(export_dir / name, "rb") as f:
                     reader = _HashingReader(f)
-                    tar.addfile(_tar_info(name, entry["bytes"], mtime), reader)
-                if reader.sha256.hexdigest() != entry["sha256"]:
+                    tar.addfile(_tar_info(name, entry.bytes, mtime), reader)
+                if reader.sha256.hexdigest() != entry.sha256:
                     raise ManifestMismatchError(f"{export_dir}: {name} changed while it was being bundled")
         os.chmod(tmp, 0o644)
         claim_output(out, BUNDLE_ARCHIVE, force)  # again: something may have appeared there meanwhile
@@ -82,16 +78,16 @@ def _write_tar(export_dir: Path, manifest: dict, readme: bytes, out: Path, force
         raise
 
 
-def _write_folder(export_dir: Path, manifest: dict, readme: bytes, out: Path, force: bool) -> None:
+def _write_folder(export_dir: Path, manifest: Manifest, raw: bytes, readme: bytes, out: Path, force: bool) -> None:
     with output_folder(out, BUNDLE_FOLDER, force) as tmp:
-        for name in manifest["files"]:
+        for name, entry in manifest.files.items():
             if name != README:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(export_dir / name, tmp / name)
-                if sha256_file(tmp / name) != manifest["files"][name]["sha256"]:
+                if sha256_file(tmp / name) != entry.sha256:
                     raise ManifestMismatchError(f"{export_dir}: {name} changed while it was being bundled")
         (tmp / README).write_bytes(readme)
-        write_bytes_atomic(tmp / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+        write_bytes_atomic(tmp / MANIFEST, raw)
 
 
 def make_bundle(export_dir: Path, out: Path, force: bool = False) -> Path:
@@ -104,14 +100,14 @@ def make_bundle(export_dir: Path, out: Path, force: bool = False) -> Path:
     if out.resolve() == export_dir.resolve() or out.resolve().is_relative_to(export_dir.resolve()):
         raise LuodiError(f"--out {out} must be outside the export folder {export_dir}")
     claim_output(out, BUNDLE_ARCHIVE if is_tar_name(out) else BUNDLE_FOLDER, force)
-    export = read_manifest(export_dir)
-    validated(export, str(export_dir))
+    export_json = read_manifest_json(export_dir)
+    export = Manifest.from_json(export_json, str(export_dir))
     check_folder(export_dir, export)
-    if README in export["files"]:
+    if README in export.files:
         raise LuodiError(f"{export_dir}: the export already has a {README}; bundles write their own")
     out.parent.mkdir(parents=True, exist_ok=True)
-    requires = requirements_for(export["backend"])
-    readme = device_readme({**export, "requires": requires}, out.name).encode()
-    manifest = bundle_manifest(export, readme, requires)
-    (_write_tar if is_tar_name(out) else _write_folder)(export_dir, manifest, readme, out, force)
+    requires = requirements_for(export.backend)
+    readme = device_readme(export, requires, out.name).encode()
+    manifest, raw = bundle_manifest(export_json, readme, requires)
+    (_write_tar if is_tar_name(out) else _write_folder)(export_dir, manifest, raw, readme, out, force)
     return out

@@ -1,29 +1,30 @@
 """The README.md that travels inside a bundle: what the model is, what the device needs, how to run it."""
 
-from ..contract import RUNTIMES
+from ..contract import RUNTIMES, Manifest
 
 
 def _mb(value) -> str:
     return f"{value / 1e6:,.0f} MB" if isinstance(value, (int, float)) else "unknown"
 
 
-def device_readme(manifest: dict, bundle_name: str) -> str:
-    """Markdown for the device: the model, memory needs, the runtime to install, and the three commands."""
-    memory = manifest.get("memory", {})
-    activations = memory.get("activations", {}).get("prefill_max_context", {})
-    extra = RUNTIMES[manifest["backend"]].extra
-    requires = ", ".join(f"{k} >= {v}" for k, v in manifest.get("requires", {}).items())
-    source = manifest.get("source", {}).get("name", "model")
-    return f"""# {source} ({manifest['backend']}, {manifest.get('precision', 'fp32')})
+def device_readme(manifest: Manifest, requires: dict[str, str], bundle_name: str) -> str:
+    """Markdown for the device: the model, memory needs, the runtime to install (`requires`: the minimum
+    versions), and the three commands."""
+    memory = manifest.memory
+    activations = ((memory.activations if memory else None) or {}).get("prefill_max_context", {})
+    extra = RUNTIMES[manifest.backend].extra
+    needs = ", ".join(f"{k} >= {v}" for k, v in requires.items())
+    source = manifest.source.name if manifest.source else "model"
+    return f"""# {source} ({manifest.backend}, {manifest.precision})
 
-A luodi deployment bundle: the model for the `{manifest['backend']}` runtime, its tokenizer and chat
+A luodi deployment bundle: the model for the `{manifest.backend}` runtime, its tokenizer and chat
 template, generation defaults and `manifest.json` (sha256 of every file, required runtime versions, IO
 signature, memory needs). Nothing here is pickled; nothing needs PyTorch, a compiler or a network.
 
 ## Needs
-- Python 3.11+ and {requires}
-- memory: weights {_mb(memory.get('weight_bytes'))}, KV cache at the max context of {manifest['max_context']}
-  positions {_mb(memory.get('kv_bytes_at_max_context'))}, planned activation peak for a max-context
+- Python 3.11+ and {needs}
+- memory: weights {_mb(memory and memory.weight_bytes)}, KV cache at the max context of {manifest.max_context}
+  positions {_mb(memory and memory.kv_bytes_at_max_context)}, planned activation peak for a max-context
   prompt {_mb(activations.get('planned_peak_bytes'))}
 
 ## Run

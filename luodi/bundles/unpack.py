@@ -14,11 +14,13 @@ import tarfile
 import zlib
 from pathlib import Path
 
+from ..contract import Manifest
+from ..contract.manifest import FileEntry
 from ..errors import CorruptModelError, LuodiError, ManifestMismatchError
 from ..fileio import atomic_folder
-from ..manifest import MANIFEST, parse_manifest, verify_files
+from ..manifest import MANIFEST, parse_manifest_json, verify_files
 from ..paths import cache_dir
-from .checks import check_member_name, validated
+from .checks import check_member_name
 
 log = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 16 << 20
@@ -33,17 +35,15 @@ def _open(path: Path) -> tarfile.TarFile:
         raise CorruptModelError(f"{path}: not a readable tar archive ({e})") from None
 
 
-def _read_manifest_member(tar: tarfile.TarFile, where: str) -> tuple[dict, bytes]:
+def _read_manifest_member(tar: tarfile.TarFile, where: str) -> tuple[Manifest, bytes]:
     first = tar.next()
     if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST_BYTES:
         raise CorruptModelError(f"{where}: not a luodi bundle (its first member must be {MANIFEST})")
     raw = tar.extractfile(first).read()
-    manifest = parse_manifest(raw, f"{where}:{MANIFEST}")
-    validated(manifest, where)
-    return manifest, raw
+    return Manifest.from_json(parse_manifest_json(raw, f"{where}:{MANIFEST}"), where), raw
 
 
-def read_archive_manifest(path: Path) -> tuple[dict, bytes]:
+def read_archive_manifest(path: Path) -> tuple[Manifest, bytes]:
     """A bundle archive's manifest (its first member), validated field by field, and its raw bytes."""
     with _open(path) as tar:
         try:
@@ -52,7 +52,7 @@ def read_archive_manifest(path: Path) -> tuple[dict, bytes]:
             raise CorruptModelError(f"{path}: truncated or damaged archive ({e})") from None
 
 
-def _check_member(member: tarfile.TarInfo, manifest: dict, seen: set, where: str) -> dict:
+def _check_member(member: tarfile.TarInfo, manifest: Manifest, seen: set, where: str) -> FileEntry:
     name = check_member_name(member.name, where)
     if member.issym() or member.islnk():
         raise ManifestMismatchError(f"{where}: member {name} is a link; bundles hold regular files only")
@@ -64,16 +64,16 @@ def _check_member(member: tarfile.TarInfo, manifest: dict, seen: set, where: str
         raise ManifestMismatchError(f"{where}: member {name} refused by tarfile's data filter ({e})") from None
     if name in seen:
         raise ManifestMismatchError(f"{where}: member {name} appears twice")
-    entry = manifest["files"].get(name)
+    entry = manifest.files.get(name)
     if entry is None:
         raise ManifestMismatchError(f"{where}: member {name} is not listed in the manifest")
-    if member.size != entry["bytes"]:
-        raise ManifestMismatchError(f"{where}: {name} is {member.size} bytes, the manifest says {entry['bytes']}")
+    if member.size != entry.bytes:
+        raise ManifestMismatchError(f"{where}: {name} is {member.size} bytes, the manifest says {entry.bytes}")
     seen.add(name)
     return entry
 
 
-def scan_archive(path: Path, destination=None) -> tuple[dict, bytes]:
+def scan_archive(path: Path, destination=None) -> tuple[Manifest, bytes]:
     """Read a bundle archive once, checking every member against the manifest (its first member).
 
     `destination(name)` gives the path to write a member to, or None to only check it. Returns the manifest
@@ -88,12 +88,12 @@ def scan_archive(path: Path, destination=None) -> tuple[dict, bytes]:
                 entry = _check_member(member, manifest, seen, where)
                 target = destination(member.name) if destination else None
                 digest = _copy(tar.extractfile(member), target)
-                if digest != entry["sha256"]:
+                if digest != entry.sha256:
                     raise ManifestMismatchError(f"{where}: {member.name} does not match its sha256 in {MANIFEST} "
                                                 "(modified or corrupt)")
     except _DAMAGED as e:
         raise CorruptModelError(f"{where}: truncated or damaged archive ({e})") from None
-    missing = sorted(set(manifest["files"]) - seen)
+    missing = sorted(set(manifest.files) - seen)
     if missing:
         raise CorruptModelError(f"{where}: the archive lacks {', '.join(missing)} (truncated?)")
     return manifest, raw
@@ -130,7 +130,7 @@ def _make_read_only(folder: Path) -> None:
             item.chmod(0o444)
 
 
-def _reusable(folder: Path, manifest: dict, raw_manifest: bytes, verify: bool) -> bool:
+def _reusable(folder: Path, manifest: Manifest, raw_manifest: bytes, verify: bool) -> bool:
     """Whether an earlier unpack can run as it is: its manifest is the archive's and its files match it
     (sizes always, sha256 unless verify=False). A damaged or tampered one is logged and unpacked again."""
     if not (folder / MANIFEST).is_file():
@@ -152,10 +152,10 @@ def _only_cache_folders(folder: Path) -> None:
         raise LuodiError(f"{folder} is in the way and is not an unpacked bundle; remove it or use another cache")
 
 
-def _check_free_space(path: Path, manifest: dict, raw_manifest: bytes, cache: Path) -> None:
+def _check_free_space(path: Path, manifest: Manifest, raw_manifest: bytes, cache: Path) -> None:
     """Refuse to start an unpack that cannot fit: the manifest's declared sizes against the cache's free space."""
     cache.mkdir(parents=True, exist_ok=True)
-    need = len(raw_manifest) + sum(entry["bytes"] for entry in manifest["files"].values())
+    need = len(raw_manifest) + manifest.total_bytes
     free = shutil.disk_usage(cache).free
     if need > free:
         raise LuodiError(f"{path}: unpacking needs {need} bytes but {cache} has {free} bytes free")

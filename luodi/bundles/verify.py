@@ -4,24 +4,24 @@ import tempfile
 from pathlib import Path
 
 from .. import __version__
+from ..contract import Manifest
 from ..manifest import read_manifest
-from .checks import check_folder, graph_files, referenced_files, validated
+from .checks import check_folder, graph_files, referenced_files
 from .requirements import check_requirements, installed_version
 from .unpack import read_archive_manifest, scan_archive
 
 
-def _check_folder(folder: Path) -> dict:
+def _check_folder(folder: Path) -> Manifest:
     manifest = read_manifest(folder)
-    validated(manifest, str(folder))
     check_folder(folder, manifest)
     return manifest
 
 
-def _check_archive(path: Path) -> dict:
+def _check_archive(path: Path) -> Manifest:
     """Every member checked as it is read; the files that name other files (graphs, the model) kept aside so
     the same reference check as a folder's reads them."""
     manifest, _ = read_archive_manifest(path)
-    readable = {manifest["model_file"], *graph_files(manifest)}
+    readable = {manifest.model_file, *graph_files(manifest)}
     with tempfile.TemporaryDirectory(prefix="luodi-verify-") as tmp:
         kept = {name: Path(tmp) / str(i) for i, name in enumerate(sorted(readable))}
         scan_archive(path, kept.get)
@@ -36,10 +36,11 @@ def verify_bundle(path: Path) -> dict:
     returns a summary when all pass. luodi.load runs the same checks."""
     path = Path(path)
     manifest = _check_folder(path) if path.is_dir() else _check_archive(path)
-    requires = manifest.get("requires", {})
+    requires = manifest.requires
     check_requirements(requires, where=str(path))
-    return {"bundle": str(path), "kind": "folder" if path.is_dir() else "archive", "backend": manifest["backend"],
-            "model": (manifest.get("source") or {}).get("name"), "precision": manifest.get("precision"),
-            "files": len(manifest["files"]), "bytes": sum(e["bytes"] for e in manifest["files"].values()),
-            "requires": {k: {"minimum": v, "installed": __version__ if k == "luodi" else installed_version(k)} for k, v in requires.items()},
-            "is_bundle": "bundle" in manifest}
+    installed = {k: {"minimum": v, "installed": __version__ if k == "luodi" else installed_version(k)}
+                 for k, v in requires.items()}
+    return {"bundle": str(path), "kind": "folder" if path.is_dir() else "archive", "backend": manifest.backend,
+            "model": manifest.source.name if manifest.source else None, "precision": manifest.precision,
+            "files": len(manifest.files), "bytes": manifest.total_bytes, "requires": installed,
+            "is_bundle": manifest.bundle is not None}

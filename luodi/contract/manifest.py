@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from . import schema
-from .kv import ITEM_BYTES, KV_LAYOUTS
+from .kv import ITEM_BYTES, KV_LAYOUTS, KVLayout
 from .schema import rule
 
 FORMAT = "luodi-export"
@@ -79,7 +79,10 @@ class Source:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The model's structure: what the runtimes size their buffers and check ids from."""
+    """The model's structure, the one spec luodi has: the exporter reads it from a transformers config
+    (exporters/spec.py spec_from_config) and traces the canonical decoder from it, the manifest carries it, and
+    the runtimes, memory plan, calibration, Triton and the TensorRT build read it by attribute. A new
+    architecture trait is one field here (with a default, so earlier manifests still load)."""
 
     model_type: str
     family: str
@@ -96,7 +99,11 @@ class ModelSpec:
     gated_mlp: bool
     max_context: int = rule(1, MAX_CONTEXT)
     tie_word_embeddings: bool
-    rotary_dim: int = rule(0, MAX_HEAD_DIM)
+    rotary_dim: int = rule(0, MAX_HEAD_DIM)  # channels of each head the rotary embedding turns (0: learned)
+
+    def to_json(self) -> dict:
+        """The spec as the manifest's JSON object."""
+        return schema.to_json(self)
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,13 @@ class TensorRTInfo:
     kv_dtype: str = rule(choices=KV_DTYPES, default="float32")
     max_batch: int = rule(1, 4096, default=1)
     profiles: dict = field(default_factory=dict)
+    module: str | None = None  # the TensorRT module that built the engine (tensorrt or tensorrt_rtx)
+    version: str | None = None
+    arch: str | None = None  # the compute capability it was built for, smXY
+    engine_bytes: int | None = rule(0, MAX_FILE_BYTES, default=None)
+    legality: str | None = None  # what checked the graph: TensorRT's parser or the static allow-list
+    build_seconds: float | None = None
+    max_step_tokens: int | None = rule(1, 4096, default=None)
 
 
 @dataclass(frozen=True)
@@ -180,14 +194,6 @@ class RuntimeFacts:
     logits_window: int | None = None
     weight_bytes: int | None = None
     source: str | None = None
-
-    @classmethod
-    def of(cls, manifest: dict) -> "RuntimeFacts":
-        """The facts of a (validated, or being written) manifest; exports before the logits window kept the last
-        position only ("logits": "last")."""
-        legacy = 1 if manifest.get("logits") == "last" else None
-        return cls(manifest.get("logits_window", legacy), (manifest.get("memory") or {}).get("weight_bytes"),
-                   (manifest.get("source") or {}).get("sha256"))
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,24 @@ class Manifest:
                 raise schema.ManifestMismatchError(f"{where}: manifest {problem}")
 
     @property
+    def facts(self) -> RuntimeFacts:
+        """What a backend takes from this manifest besides the spec; exports before the logits window kept the
+        last position only ("logits": "last")."""
+        window = self.logits_window if self.logits_window is not None else 1 if self.logits == "last" else None
+        return RuntimeFacts(window, self.memory.weight_bytes if self.memory else None,
+                            self.source.sha256 if self.source else None)
+
+    @property
+    def layout(self) -> KVLayout:
+        """The graph's KV-cache layout (contract/kv.py)."""
+        return KV_LAYOUTS[self.kv_cache]
+
+    @property
+    def total_bytes(self) -> int:
+        """The bytes of every listed file."""
+        return sum(entry.bytes for entry in self.files.values())
+
+    @property
     def cache_dtype(self) -> str:
         """The KV cache's dtype (a half-precision graph's logits too): the manifest's kv_dtype, else (exports
         before that field) the TensorRT section's, else float32."""
@@ -273,3 +297,27 @@ class Manifest:
     def to_json(self) -> dict:
         """The manifest as a JSON object."""
         return schema.to_json(self)
+
+
+EXPORT_ONLY = ("format", "format_version", "created", "files")  # the fields a bundle's manifest writes anew
+
+
+def is_manifest_json(data) -> bool:
+    """Whether parsed JSON is shaped as a luodi manifest (its format and a file list), before any validation:
+    how luodi recognises its own earlier outputs (luodi.outputs), even ones too old or damaged to load."""
+    return isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("files"), dict)
+
+
+def is_bundle_json(data: dict) -> bool:
+    """Whether a manifest (is_manifest_json) is a bundle's rather than an export folder's."""
+    return "bundle" in data
+
+
+def bundle_json(export: dict, added: dict[str, FileEntry], requires: dict[str, str], created: str) -> dict:
+    """A bundle's manifest: the export's own JSON (spec, IO, memory, generation, passes, parity) carried as it
+    was written, the runtime versions the bundle requires, when it was made, and the files with `added` ones."""
+    files = {**export["files"], **{name: schema.to_json(entry) for name, entry in added.items()}}
+    content = {k: v for k, v in export.items() if k not in EXPORT_ONLY}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, **content,
+            "bundle": {"created": created, "export_created": export.get("created")},
+            "requires": requires, "files": dict(sorted(files.items()))}

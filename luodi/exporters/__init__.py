@@ -10,8 +10,9 @@ from pathlib import Path
 from .. import __version__
 from ..contract.graph import STEP_WINDOW, io_names
 from ..contract.kv import STATEFUL
+from ..contract.schema import to_json
 from ..errors import LuodiError
-from ..manifest import write_manifest
+from ..manifest import draft_manifest, write_manifest
 from ..outputs import EXPORT_FOLDER, output_folder
 from ..progress import Stages
 from ..targets import get_target
@@ -61,7 +62,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         stages.next()
         hf_model = load_reference(source.hf_dir)
         canonical = canonical_from_hf(hf_model, max_context, dtype=target.trace_dtype(settings))
-        spec = canonical.spec.to_dict()
+        spec = canonical.spec
         prepared = target.prepare(canonical, settings)
         stages.next()
         graph = trace_to_onnx(canonical)
@@ -87,30 +88,31 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             model_file, kv_cache, memory["weight_bytes"] = lowered.model_file, STATEFUL.name, lowered.weight_bytes
             sections[target.section] = lowered.section
         tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)
-        inputs, outputs = io_names(spec["num_layers"], embeds=embedding_table is not None)
-        manifest = {
+        inputs, outputs = io_names(spec.num_layers, embeds=embedding_table is not None)
+        content = {
             "luodi_version": __version__,
             "source": {"name": source.name, "kind": source.kind, "origin": source.origin, "sha256": source.sha256},
             "target": target.name, "backend": target.backend, "precision": settings.precision, "opset": OPSET,
-            "model_file": model_file, "max_context": spec["max_context"], "spec": spec,
+            "model_file": model_file, "max_context": spec.max_context, "spec": spec.to_json(),
             "io": {"inputs": inputs, "outputs": outputs, "kv_layout": "[batch, kv_heads, past_sequence, head_dim]"},
             "kv_cache": kv_cache, "kv_dtype": settings.kv_dtype, "memory": memory, "passes": passed.counts,
             "logits_window": STEP_WINDOW if passed.counts.get("last_token_logits") else None,
             "graph": {"nodes_before_passes": sum(ops_before.values()), "nodes": sum(ops_after.values()),
                       "ops_before_passes": ops_before, "ops": ops_after},
             "tokenizer_files": tokenizer_files,
-            "generation": generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id),
+            "generation": to_json(generation_defaults(source.hf_dir, Tokenizer(tmp).eos_token_id)),
             **({"embedding_table": embedding_table} if embedding_table else {}),
             **{name: section for name, section in sections.items() if section},
         }
         stages.next()
-        manifest["parity"] = parity = check_parity(tmp, manifest, hf_model, target, settings)
+        content["parity"] = parity = check_parity(tmp, draft_manifest(content, str(out)), hf_model, target,
+                                                   settings)
         if settings.precision == "fp32" and parity["max_abs_diff"] > LOGITS_TOLERANCE:
             raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "
                              f"> {LOGITS_TOLERANCE}")
         if "build" in steps:
             stages.next()
-            manifest[target.section] = target.build(onnx_path, tmp, spec, settings)
+            content[target.section] = target.build(onnx_path, tmp, spec, settings)
         stages.next()
-        write_manifest(tmp, manifest)
+        write_manifest(tmp, content)
     return out

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .spec import DecoderSpec
+from ..contract.manifest import ModelSpec
 
 
 class RMSNorm(nn.Module):
@@ -27,7 +27,7 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
-def _norm(spec: DecoderSpec) -> nn.Module:
+def _norm(spec: ModelSpec) -> nn.Module:
     return RMSNorm(spec.hidden_size, spec.norm_eps) if spec.norm == "rms" else nn.LayerNorm(
         spec.hidden_size, eps=spec.norm_eps)
 
@@ -50,7 +50,7 @@ def apply_rotary(x, cos, sin):
 class Attention(nn.Module):
     """Multi-head / grouped-query attention over an explicit, concatenated KV cache."""
 
-    def __init__(self, spec: DecoderSpec, qkv_bias: bool, o_bias: bool):
+    def __init__(self, spec: ModelSpec, qkv_bias: bool, o_bias: bool):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = spec.num_heads, spec.num_kv_heads, spec.head_dim
         self.q_proj = nn.Linear(spec.hidden_size, spec.num_heads * spec.head_dim, bias=qkv_bias)
@@ -85,7 +85,7 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """down(act(gate(x)) * up(x)) for gated families, fc_out(act(fc_in(x))) otherwise."""
 
-    def __init__(self, spec: DecoderSpec, intermediate: int, bias: bool):
+    def __init__(self, spec: ModelSpec, intermediate: int, bias: bool):
         super().__init__()
         self.activation, self.gated = spec.activation, spec.gated_mlp
         if self.gated:
@@ -102,7 +102,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, spec: DecoderSpec, intermediate: int, qkv_bias: bool, o_bias: bool, mlp_bias: bool):
+    def __init__(self, spec: ModelSpec, intermediate: int, qkv_bias: bool, o_bias: bool, mlp_bias: bool):
         super().__init__()
         self.input_norm = _norm(spec)
         self.attn = Attention(spec, qkv_bias, o_bias)
@@ -118,7 +118,7 @@ class Block(nn.Module):
 class CanonicalDecoder(nn.Module):
     """The decoder luodi exports; see the module docstring for its interface."""
 
-    def __init__(self, spec: DecoderSpec, intermediate: int, *, qkv_bias=False, o_bias=False, mlp_bias=False,
+    def __init__(self, spec: ModelSpec, intermediate: int, *, qkv_bias=False, o_bias=False, mlp_bias=False,
                  inv_freq: torch.Tensor | None = None, rope_scaling: float = 1.0):
         super().__init__()
         self.spec = spec

@@ -14,7 +14,7 @@ import numpy as np
 from ..contract.graph import BEAM_IDX, INPUT_IDS, is_past_name, kv_names
 from ..errors import LuodiError
 from ..quantization.nncf_weights import compress_weights
-from ..runtimes.openvino import import_openvino
+from ..runtime_libraries import import_openvino
 
 IR_FILE = "openvino_model.xml"
 IR_WEIGHTS = "openvino_model.bin"

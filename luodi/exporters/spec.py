@@ -1,39 +1,12 @@
-"""DecoderSpec: the shape of a decoder-only model, read once from a Hugging Face config."""
+"""The shape of a decoder-only model (contract.manifest.ModelSpec), read once from a Hugging Face config."""
 
-from dataclasses import asdict, dataclass
-
+from ..contract.manifest import ModelSpec
 from ..errors import CorruptModelError, UnsupportedArchitectureError
 from ..families import family_of
 
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "gelu": "gelu"}
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
-
-
-@dataclass(frozen=True)
-class DecoderSpec:
-    """Everything the canonical decoder and the runtimes need to know about a model's structure."""
-
-    model_type: str
-    family: str
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    norm: str
-    norm_eps: float
-    positions: str
-    activation: str
-    gated_mlp: bool
-    max_context: int
-    tie_word_embeddings: bool
-    rotary_dim: int  # channels of each head the rotary embedding turns (0: learned positions)
-
-    def to_dict(self) -> dict:
-        """Plain-dict form, for the manifest."""
-        return asdict(self)
 
 
 def _sliding_window(config) -> int | None:
@@ -46,8 +19,8 @@ def _sliding_window(config) -> int | None:
     return int(window)
 
 
-def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
-    """Read a DecoderSpec from a transformers config, refusing features the canonical decoder lacks.
+def spec_from_config(config, max_context: int | None = None) -> ModelSpec:
+    """Read the model's ModelSpec from a transformers config, refusing features the canonical decoder lacks.
 
     The max context defaults to the model's own (capped at its sliding window, so that attention over
     the whole context is exactly what the model does).
@@ -83,7 +56,7 @@ def spec_from_config(config, max_context: int | None = None) -> DecoderSpec:
         if max_context < 1 or max_context > limit:
             raise UnsupportedArchitectureError(f"max context {max_context} is outside 1..{limit} for this model")
         limit = max_context
-    return DecoderSpec(
+    return ModelSpec(
         model_type=config.model_type,
         family=fam.name,
         vocab_size=config.vocab_size,

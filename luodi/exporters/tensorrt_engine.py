@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ..errors import LuodiError
 from ..fileio import write_bytes_atomic
-from ..contract.graph import kv_names
+from ..contract.graph import ATTENTION_MASK, INPUT_IDS, kv_names
+from ..contract.manifest import ModelSpec, TensorRTInfo
 from ..contract.shapes import ShapeLimits, profiles
-from ..runtimes.tensorrt import current_arch, import_tensorrt
+from ..runtime_libraries import current_arch, import_tensorrt
 from .trt_legality import check_legality
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def _set_arch(trt, config, arch: str) -> None:
     config.set_compute_capability(member, 0)
 
 
-def build_engine(onnx_path: Path, out_dir: Path, spec: dict, options: EngineOptions) -> dict:
+def build_engine(onnx_path: Path, out_dir: Path, spec: ModelSpec, options: EngineOptions) -> dict:
     """Check the graph with TensorRT's parser, build the engine with both profiles into out_dir/model.engine;
     returns what the manifest records (engine file, TensorRT module and version, arch, profiles, time).
     Without TensorRT the static allow-list checks the graph and no engine is built (engine_file None)."""
@@ -93,8 +94,8 @@ def build_engine(onnx_path: Path, out_dir: Path, spec: dict, options: EngineOpti
     if cache_path:
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
-    limits = ShapeLimits(max_batch=options.max_batch, max_context=spec["max_context"])
-    shapes = profiles(limits, kv_names(spec["num_layers"])[0], spec["num_kv_heads"], spec["head_dim"])
+    limits = ShapeLimits(max_batch=options.max_batch, max_context=spec.max_context)
+    shapes = profiles(limits, kv_names(spec.num_layers)[0], spec.num_kv_heads, spec.head_dim)
     for ranges in shapes.values():
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
@@ -110,10 +111,27 @@ def build_engine(onnx_path: Path, out_dir: Path, spec: dict, options: EngineOpti
     if cache_path:
         write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     kv_type = network.get_input([network.get_input(i).name for i in range(network.num_inputs)].index(
-        kv_names(spec["num_layers"])[0][0])).dtype
+        kv_names(spec.num_layers)[0][0])).dtype
     return {"engine_file": ENGINE_FILE, "legality": checker, "engine_bytes": engine.stat().st_size,
             "module": trt.__name__,
             "version": trt.__version__, "arch": arch, "max_batch": limits.max_batch,
             "kv_dtype": {trt.DataType.HALF: "float16", trt.DataType.BF16: "bfloat16"}.get(kv_type, "float32"),
             "max_step_tokens": limits.max_step, "profiles": shapes,
             "build_seconds": round(time.perf_counter() - start, 1)}
+
+
+def describe_engine(info: TensorRTInfo, max_context: int) -> str:
+    """A trt export's engine as `luodi export` prints it: its size, build and profiles, and what running it needs."""
+    if not info.engine_file:
+        return (f"no TensorRT engine: TensorRT is not installed (the graph passed the {info.legality}); "
+                "pip install 'luodi[tensorrt]' and export again")
+    lines = [f"TensorRT engine {info.engine_file}: {info.engine_bytes / 1e6:.1f} MB, {info.module} {info.version}, "
+             f"built for {info.arch} in {info.build_seconds} s"]
+    for name, shapes in info.profiles.items():
+        (lo_b, lo_s), _, (hi_b, hi_s) = shapes[INPUT_IDS]
+        lines.append(f"  profile {name}: batch {lo_b}..{hi_b}, tokens per step {lo_s}..{hi_s}, past + new "
+                     f"1..{shapes[ATTENTION_MASK][2][1]} (KV buffers of {max_context} positions)")
+    if current_arch() is None and info.kv_dtype != "bfloat16":
+        lines.append("  running the engine needs an NVIDIA GPU (none here); `luodi generate DIR --backend ort` runs "
+                     "the same graph under ONNX Runtime CPU")
+    return "\n".join(lines)

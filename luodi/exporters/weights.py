@@ -3,14 +3,15 @@
 import torch
 
 from .decoder import CanonicalDecoder
-from .spec import DecoderSpec, spec_from_config
+from ..contract.manifest import ModelSpec
+from .spec import spec_from_config
 
 
 def _linear(w, b=None):
     return {"weight": w} | ({"bias": b} if b is not None else {})
 
 
-def _llama_like_layer(layer, spec: DecoderSpec) -> dict:
+def _llama_like_layer(layer, spec: ModelSpec) -> dict:
     """Llama, Mistral, Qwen2 (q/k/v bias) and Phi-3 (fused qkv_proj and gate_up_proj)."""
     attn, mlp = layer.self_attn, layer.mlp
     out = {"input_norm.weight": layer.input_layernorm.weight,
@@ -36,7 +37,7 @@ def _llama_like_layer(layer, spec: DecoderSpec) -> dict:
     return out
 
 
-def _gpt2_layer(block, spec: DecoderSpec) -> dict:
+def _gpt2_layer(block, spec: ModelSpec) -> dict:
     """GPT-2 stores Conv1D weights as [in, out]: transpose them into Linear layout."""
     h = spec.hidden_size
     q, k, v = block.attn.c_attn.weight.t().split([h, h, h], dim=0)

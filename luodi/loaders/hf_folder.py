@@ -7,6 +7,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from ..contract.manifest import Generation
 from ..errors import CorruptModelError, UnknownModelError, UnsupportedArchitectureError, one_line
 from ..families import family_of
 from ..tokenizer import Tokenizer
@@ -176,12 +177,11 @@ def save_tokenizer_files(folder: Path, out_dir: Path) -> list[str]:
     return sorted({p.name for p in Path(out_dir).iterdir()} - before)
 
 
-def generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> dict:
+def generation_defaults(hf_dir: Path, tokenizer_eos: int | None) -> Generation:
     """The ids that end and pad a generation, from generation_config.json (else the tokenizer's EOS)."""
     gen_path = Path(hf_dir) / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
     eos = gen.get("eos_token_id", tokenizer_eos)
     eos_ids = sorted({e for e in (eos if isinstance(eos, list) else [eos]) if e is not None})
     pad = gen.get("pad_token_id")
-    return {"eos_token_ids": eos_ids, "pad_token_id": pad if pad is not None else (eos_ids or [0])[0],
-            "bos_token_id": gen.get("bos_token_id")}
+    return Generation(eos_ids, pad if pad is not None else (eos_ids or [0])[0], gen.get("bos_token_id"))

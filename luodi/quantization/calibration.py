@@ -3,6 +3,8 @@ reach each MatMul (what mixed precision and AWQ measure weights against)."""
 
 import numpy as np
 
+from ..contract.manifest import ModelSpec
+
 ROWS_PER_MATMUL = 256  # activation rows kept per MatMul input: a fixed-seed sample over all positions
 
 
@@ -23,16 +25,17 @@ def sample_rows(parts: list, rows: int, rng) -> np.ndarray:
     return x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x
 
 
-def calibration_feeds(spec: dict, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
-    """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout."""
+def calibration_feeds(spec: ModelSpec, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
+    """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout
+    (`spec`: the model's contract.manifest.ModelSpec)."""
     from ..contract.graph import INPUT_IDS, kv_names
     from ..contract.kv import KV_LAYOUTS
 
     layout, feeds = KV_LAYOUTS[kv_cache], []
     for feed in prefill_windows(token_ids, window)[:16]:
-        slots = layout.slots(feed[INPUT_IDS].shape[1], spec["max_context"]) if layout.in_place else 0
-        empty = np.zeros((1, spec["num_kv_heads"], slots, spec["head_dim"]), np.float32)
-        feeds.append(feed | {name: empty for name in kv_names(spec["num_layers"])[0]})
+        slots = layout.slots(feed[INPUT_IDS].shape[1], spec.max_context) if layout.in_place else 0
+        empty = np.zeros((1, spec.num_kv_heads, slots, spec.head_dim), np.float32)
+        feeds.append(feed | {name: empty for name in kv_names(spec.num_layers)[0]})
     return feeds
 
 

@@ -3,8 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..contract.kv import CONCAT
-from ..contract.manifest import RuntimeFacts
+from ..contract.manifest import Manifest
 from ..errors import LuodiError
 
 MAX_THREADS = 1024  # far above any CPU's cores; a runtime asked for millions of threads exhausts memory
@@ -30,24 +29,22 @@ class RuntimeOptions:
     exact: bool = False
 
 
-def _open_ort(folder: Path, manifest: dict, options: RuntimeOptions):
+def _open_ort(folder: Path, manifest: Manifest, options: RuntimeOptions):
     from .onnxruntime import OrtBackend
 
-    return OrtBackend(folder / manifest["model_file"], {**manifest["spec"]}, manifest.get("kv_cache", CONCAT.name),
-                      threads=options.threads, providers=options.providers,
-                      embedding_table=manifest.get("embedding_table"), facts=RuntimeFacts.of(manifest))
+    return OrtBackend(folder / manifest.model_file, manifest.spec, manifest.kv_cache, threads=options.threads,
+                      providers=options.providers, embedding_table=manifest.embedding_table, facts=manifest.facts)
 
 
-def _open_openvino(folder: Path, manifest: dict, options: RuntimeOptions):
+def _open_openvino(folder: Path, manifest: Manifest, options: RuntimeOptions):
     from .openvino import OpenVinoBackend
 
-    return OpenVinoBackend(folder / manifest["model_file"], {**manifest["spec"]}, device=options.device,
-                           threads=options.threads, fp32=manifest.get("precision", "fp32") == "fp32",
-                           precision=options.inference_precision, exact=options.exact,
-                           facts=RuntimeFacts.of(manifest))
+    return OpenVinoBackend(folder / manifest.model_file, manifest.spec, device=options.device,
+                           threads=options.threads, fp32=manifest.precision == "fp32",
+                           precision=options.inference_precision, exact=options.exact, facts=manifest.facts)
 
 
-def _open_tensorrt(folder: Path, manifest: dict, options: RuntimeOptions):
+def _open_tensorrt(folder: Path, manifest: Manifest, options: RuntimeOptions):
     from .tensorrt import open_tensorrt
 
     return open_tensorrt(folder, manifest)
@@ -56,7 +53,7 @@ def _open_tensorrt(folder: Path, manifest: dict, options: RuntimeOptions):
 OPENERS = {"ort": _open_ort, "openvino": _open_openvino, "tensorrt": _open_tensorrt}
 
 
-def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads: int | None = None,
+def open_backend(folder: Path, manifest: Manifest, kind: str | None = None, threads: int | None = None,
                  device: str = "CPU", providers: list[str] | None = None, inference_precision: str = "f32",
                  exact: bool = False):
     """The backend that runs an export folder's model (its manifest's backend unless `kind` is given), looked up
@@ -64,7 +61,7 @@ def open_backend(folder: Path, manifest: dict, kind: str | None = None, threads:
     `device`, `inference_precision` (f32, bf16, f16) and `exact` set up OpenVINO, `providers` ONNX Runtime's
     execution providers."""
     check_threads(threads)
-    kind = kind or manifest["backend"]
+    kind = kind or manifest.backend
     if kind not in OPENERS:
         raise LuodiError(f"backend {kind!r} is not available; this build supports: {', '.join(OPENERS)}, torch")
     options = RuntimeOptions(threads, device, providers, inference_precision, exact)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import INPUTS_EMBEDS
+from ..contract.manifest import EmbeddingTableRef
 from ..errors import CorruptModelError, LuodiError
 
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -21,16 +22,16 @@ DTYPES = {"float32": np.float32, "float16": np.float16}
 class EmbeddingTable:
     """Rows [vocab, hidden] of one tensor stored in a file of the model's folder, looked up by token id."""
 
-    def __init__(self, folder: Path, entry: dict):
+    def __init__(self, folder: Path, entry: EmbeddingTableRef):
         folder = Path(folder).resolve()
         try:
-            self.path = (folder / entry["file"]).resolve()
-            self.offset, self.shape = int(entry["offset"]), tuple(int(n) for n in entry["shape"])
-            self.dtype = np.dtype(DTYPES[entry["dtype"]])
+            self.path = (folder / entry.file).resolve()
+            self.offset, self.shape = int(entry.offset), tuple(int(n) for n in entry.shape)
+            self.dtype = np.dtype(DTYPES[entry.dtype])
         except (KeyError, TypeError, ValueError):
             raise CorruptModelError(f"{folder}: the manifest's embedding_table entry is malformed: {entry!r}") from None
         if not self.path.is_relative_to(folder) or not self.path.is_file():
-            raise CorruptModelError(f"{folder}: the embedding table's file {entry['file']!r} is missing or "
+            raise CorruptModelError(f"{folder}: the embedding table's file {entry.file!r} is missing or "
                                     "outside the model's folder")
         if len(self.shape) != 2 or min(self.shape) < 1 or self.offset < 0:
             raise CorruptModelError(f"{folder}: bad embedding table shape {self.shape} or offset {self.offset}")
@@ -43,7 +44,7 @@ class EmbeddingTable:
         self._lock = threading.Lock()  # generations on several threads share the file (where there is no preadv)
 
     @classmethod
-    def for_graph(cls, input_names, folder: Path, entry: dict | None) -> "EmbeddingTable | None":
+    def for_graph(cls, input_names, folder: Path, entry: EmbeddingTableRef | None) -> "EmbeddingTable | None":
         """The table a graph that takes inputs_embeds (embedding_input) needs, from its manifest's entry; None
         for a graph that takes token ids."""
         if INPUTS_EMBEDS not in input_names:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import ATTENTION_MASK, INPUT_IDS, INPUTS_EMBEDS, LOGITS, POSITION_IDS, is_past_name
-from ..contract.manifest import RuntimeFacts
+from ..contract.manifest import EmbeddingTableRef, ModelSpec, RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState
 from .embedding_table import EmbeddingTable
@@ -59,8 +59,8 @@ class OrtBackend(Backend):
 
     name = "ort"
 
-    def __init__(self, model_path: Path, spec: dict, kv_cache: str, threads: int | None = None,
-                 providers: list[str] | None = None, embedding_table: dict | None = None,
+    def __init__(self, model_path: Path, spec: ModelSpec, kv_cache: str, threads: int | None = None,
+                 providers: list[str] | None = None, embedding_table: EmbeddingTableRef | None = None,
                  facts: RuntimeFacts | None = None):
         self.take_facts(facts)
         try:
@@ -71,8 +71,8 @@ class OrtBackend(Backend):
         self._ort = ort
         self._session_args = (str(model_path), threads, execution_providers(ort, providers))
         self.spec = spec
-        self.max_context = spec["max_context"]
-        self.vocab_size = spec["vocab_size"]
+        self.max_context = spec.max_context
+        self.vocab_size = spec.vocab_size
         self.spin_between_runs = True
         self.session = self._open_session()
         inputs = self.session.get_inputs()
@@ -80,7 +80,7 @@ class OrtBackend(Backend):
         self._embeddings = EmbeddingTable.for_graph({i.name for i in inputs}, Path(model_path).parent,
                                                     embedding_table)
         past_type = next(i.type for i in inputs if is_past_name(i.name))
-        geometry = KVGeometry(spec["num_layers"], spec["num_kv_heads"], spec["head_dim"], _dtype(past_type))
+        geometry = KVGeometry(spec.num_layers, spec.num_kv_heads, spec.head_dim, _dtype(past_type))
         self.kv = strategy(self, geometry, self.max_context)
         logits = next(o for o in self.session.get_outputs() if o.name == LOGITS)
         self._logits_dtype = _dtype(logits.type)

@@ -13,50 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import kv_names
-from ..contract.manifest import RuntimeFacts
+from ..contract.manifest import ModelSpec, RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
+from ..runtime_libraries import compile_options, import_openvino
 from .base import Backend, KVState
 
-PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 INFERENCE_PRECISIONS = ("f32", "bf16", "f16")
 CPU_CAPABILITY = {"bf16": "BF16", "f16": "FP16"}  # OPTIMIZATION_CAPABILITIES names
-
-
-def import_openvino():
-    """The openvino module, or a clear error naming the extra that installs it."""
-    try:
-        import openvino
-    except ImportError:
-        raise LuodiError("OpenVINO is not installed: pip install 'luodi[runtime-openvino]'") from None
-    return openvino
-
-
-def compile_options(threads: int | None, hint: str, precision: str = "f32", kv_f32: bool = True,
-                    exact: bool = False) -> dict:
-    """The CPU plugin's properties: performance hint, threads, the precision activations are computed in, and
-    (`kv_f32`, fp32 exports) an f32 KV cache instead of the plugin's u8 default.
-
-    f32 is asked for explicitly because on CPUs with bf16 (AMX, AVX512-BF16) the plugin otherwise computes every
-    IR in bf16. In f32 it also quantizes the activations of int8/int4-weight MatMuls to int8 on the fly (its
-    dynamic quantization, groups of 32): on SmolLM2 with AMX, int8 decode steps took 8.6 ms against 14.8 in bf16
-    (int4: 6.2 against 7.6), at a perplexity of +0.83% over fp32 against +0.62% (GPL-3 text); a 512-token
-    prefill takes 3x as long as in bf16. bf16 and f16, where the CPU has them, trade fidelity for speed on
-    fp32 and fp16 IRs and give the faster long prefill (check_precision vets the value first).
-
-    `exact` (the export's parity check) asks for the plugin's ACCURACY mode and sets an f32 KV cache and no dynamic
-    quantization explicitly (a model's rt_info may otherwise turn them back on): nothing the plugin picks by CPU,
-    version or heuristic may trade accuracy for speed. An fp32 export computes the same bits either way here (AVX-512
-    BF16 Zen 4, OpenVINO 2026.4); an int8/int4 one computes its activations in f32 rather than int8."""
-    if hint not in PERFORMANCE_HINTS:
-        raise LuodiError(f"unknown performance hint {hint!r}; choose one of {', '.join(PERFORMANCE_HINTS)}")
-    options = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        options["INFERENCE_NUM_THREADS"] = int(threads)
-    if kv_f32 or exact:
-        options["KV_CACHE_PRECISION"] = "f32"
-    if exact:
-        options |= {"EXECUTION_MODE_HINT": "ACCURACY", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
-    return options
 
 
 def check_precision(core, device: str, precision: str) -> None:
@@ -79,12 +42,12 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
 
-    def __init__(self, model_path: Path, spec: dict, device: str = "CPU", threads: int | None = None,
+    def __init__(self, model_path: Path, spec: ModelSpec, device: str = "CPU", threads: int | None = None,
                  hint: str = "LATENCY", fp32: bool = True, precision: str = "f32", exact: bool = False,
                  facts: RuntimeFacts | None = None):
         self.take_facts(facts)
         ov = import_openvino()
-        self.spec, self.max_context, self.vocab_size = spec, spec["max_context"], spec["vocab_size"]
+        self.spec, self.max_context, self.vocab_size = spec, spec.max_context, spec.vocab_size
         self.inference_precision = precision
         core = ov.Core()
         if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} | {
@@ -105,8 +68,8 @@ class OpenVinoBackend(Backend):
         inputs = {name for port in self.compiled.inputs for name in port.get_names()}
         self.stateful = not any(name.startswith("past_key_values") for name in inputs)
         self.has_beam_idx = "beam_idx" in inputs
-        self.past_names, self.present_names = kv_names(spec["num_layers"])
-        self._kv_shape = (spec["num_kv_heads"], 0, spec["head_dim"])
+        self.past_names, self.present_names = kv_names(spec.num_layers)
+        self._kv_shape = (spec.num_kv_heads, 0, spec.head_dim)
         self._last = None  # (infer request, weak reference to the state using it)
         self._lock = threading.Lock()  # generations on several threads never share a request
 

@@ -10,46 +10,19 @@ Device memory comes from a `Device` (torch CUDA tensors); tests drive the same b
 stand-in for the engine and device (tests/trt_stand_in.py), which proves luodi's side, not TensorRT's.
 """
 
-import importlib
 from pathlib import Path
 
 import numpy as np
 
-from ..contract.manifest import RuntimeFacts
+from ..contract.manifest import Manifest, ModelSpec, RuntimeFacts, TensorRTInfo
 from ..errors import CorruptModelError, LuodiError
+from ..runtime_libraries import current_arch, import_tensorrt
 from ..contract.graph import kv_names
 from .base import Backend, KVState
 from ..contract.shapes import pick_profile
 
-MODULES = ("tensorrt", "tensorrt_rtx")
 GPU_NEEDED = ("running a TensorRT engine needs an NVIDIA GPU with CUDA-enabled PyTorch; `--backend ort` runs "
               "the same graph under ONNX Runtime")
-
-
-def import_tensorrt(required: bool = True):
-    """The TensorRT Python module (`tensorrt`, else `tensorrt_rtx`); None or a clear error when neither is."""
-    for name in MODULES:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    if required:
-        raise LuodiError("TensorRT is not installed: pip install 'luodi[tensorrt]' (TensorRT for RTX, "
-                         "tensorrt-rtx-cu12) or NVIDIA's tensorrt wheels")
-    return None
-
-
-def current_arch() -> str | None:
-    """'smXY' of the first CUDA GPU, or None when there is none (or no CUDA-enabled torch to ask)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(0)
-            return f"sm{major}{minor}"
-    except Exception:  # a CPU-only torch or a broken driver: no GPU to build for
-        return None
-    return None
 
 
 class TorchCudaDevice:
@@ -84,14 +57,14 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, engine, spec: dict, info: dict, device, facts: RuntimeFacts | None = None):
+    def __init__(self, engine, spec: ModelSpec, info: TensorRTInfo, device, facts: RuntimeFacts | None = None):
         self.take_facts(facts)
         self.spec, self.device = spec, device
-        self.max_context, self.vocab_size = spec["max_context"], spec["vocab_size"]
-        self.max_batch = info["max_batch"]
-        self.dtype = info.get("kv_dtype", "float32")  # of the KV cache and the logits: float32|float16|bfloat16
-        self.profiles = info["profiles"]
-        self.past_names, self.present_names = kv_names(spec["num_layers"])
+        self.max_context, self.vocab_size = spec.max_context, spec.vocab_size
+        self.max_batch = info.max_batch
+        self.dtype = info.kv_dtype  # of the KV cache and the logits: float32|float16|bfloat16
+        self.profiles = info.profiles
+        self.past_names, self.present_names = kv_names(spec.num_layers)
         self.contexts = {}
         for index, name in enumerate(self.profiles):
             context = engine.create_execution_context()
@@ -102,14 +75,14 @@ class TensorRTBackend(Backend):
 
     def new_state(self, batch: int, capacity: int | None = None) -> KVState:
         state = super().new_state(batch, capacity)
-        shape = (batch, self.spec["num_kv_heads"], self.max_context, self.spec["head_dim"])
+        shape = (batch, self.spec.num_kv_heads, self.max_context, self.spec.head_dim)
         state.cache = [self.device.zeros(shape, self.dtype) for _ in self.past_names]
         return state
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
         tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
         tokens = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in tokens.items()}
-        kv_shape = (state.batch, self.spec["num_kv_heads"], self.max_context, self.spec["head_dim"])
+        kv_shape = (state.batch, self.spec.num_kv_heads, self.max_context, self.spec.head_dim)
         shapes = {**{k: v.shape for k, v in tokens.items()}, **{name: kv_shape for name in self.past_names}}
         context = self.contexts[pick_profile(self.profiles, shapes)]
         keep = []  # device copies of the inputs live until the step is done
@@ -136,26 +109,26 @@ class TensorRTBackend(Backend):
         context.set_tensor_address(name, self.device.address(buffer))
 
 
-def open_tensorrt(folder: Path, manifest: dict) -> TensorRTBackend:
+def open_tensorrt(folder: Path, manifest: Manifest) -> TensorRTBackend:
     """Load a trt export's engine for this machine's GPU, refusing engines built for another TensorRT or GPU."""
-    info = manifest.get("tensorrt")
+    info = manifest.tensorrt
     if not info:
         raise CorruptModelError(f"{folder}: the manifest records no TensorRT engine")
-    if not info.get("engine_file"):
+    if not info.engine_file:
         raise LuodiError(f"{folder}: exported without TensorRT installed, so it has no engine; export again with "
                          "'luodi[tensorrt]' installed, or run the graph with --backend ort")
     trt = import_tensorrt()
-    built = f"{info['module']} {info['version']}"
-    if (trt.__name__, trt.__version__) != (info["module"], info["version"]):
+    built = f"{info.module} {info.version}"
+    if (trt.__name__, trt.__version__) != (info.module, info.version):
         raise LuodiError(f"{folder}: the engine was built with {built}; installed is {trt.__name__} "
                          f"{trt.__version__}: re-export it with this TensorRT")
     device = TorchCudaDevice()
-    if current_arch() != info["arch"]:
-        raise LuodiError(f"{folder}: the engine was built for {info['arch']}; this GPU is {current_arch()}: "
+    if current_arch() != info.arch:
+        raise LuodiError(f"{folder}: the engine was built for {info.arch}; this GPU is {current_arch()}: "
                          f"re-export with --trt-arch {current_arch()}")
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     runtime.engine_host_code_allowed = False  # an engine never brings code to run (docs/SECURITY.md)
-    engine = runtime.deserialize_cuda_engine((Path(folder) / info["engine_file"]).read_bytes())
+    engine = runtime.deserialize_cuda_engine((Path(folder) / info.engine_file).read_bytes())
     if engine is None:
-        raise CorruptModelError(f"{folder}: {info['engine_file']} is not an engine {built} can load (corrupt?)")
-    return TensorRTBackend(engine, manifest["spec"], info, device, RuntimeFacts.of(manifest))
+        raise CorruptModelError(f"{folder}: {info.engine_file} is not an engine {built} can load (corrupt?)")
+    return TensorRTBackend(engine, manifest.spec, info, device, manifest.facts)

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from ..bundles import verify_bundle
 from ..contract import Manifest
-from ..contract.kv import CONCAT, KV_LAYOUTS
+from ..contract.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, kv_names
 from ..bundles.checks import check_member_name
 from ..bundles.onnx_external_data import external_data_locations
 from ..bundles.unpack import scan_archive
@@ -55,47 +55,43 @@ def generate_config(name: str, bundle_file: str, threads: int | None, instances:
             "parameters": [{"key": k, "value": {"string_value": v}} for k, v in params.items()]}
 
 
-def kv_data_type(manifest: dict) -> str:
+def kv_data_type(manifest: Manifest) -> str:
     """The KV cache's Triton type, as the manifest's contract gives it (fp16 or bf16 for a half graph)."""
-    return _TYPES[Manifest.from_json(manifest, "bundle").cache_dtype]
+    return _TYPES[manifest.cache_dtype]
 
 
-def raw_platform(manifest: dict) -> str | None:
+def raw_platform(manifest: Manifest) -> str | None:
     """The Triton backend serving the bundle's bare graph: its target module says (None: generate model only)."""
     from ..targets import get_target
 
-    return get_target(manifest["target"]).triton_platform
+    return get_target(manifest.target).triton_platform
 
 
-def raw_config(name: str, manifest: dict) -> dict:
+def raw_config(name: str, manifest: Manifest) -> dict:
     """config.pbtxt content of the bare graph: ids, mask and positions in, logits out, KV as implicit state.
 
     A fixed-size cache (shared or scatter buffer: [1, kv_heads, max_context, head_dim]) starts as zeros and
     uses one buffer for the state's input and output; a concatenated cache grows from zero positions."""
-    spec, backend = manifest["spec"], manifest["backend"]
+    spec, backend = manifest.spec, manifest.backend
     kv_type = kv_data_type(manifest)
-    fixed = KV_LAYOUTS[manifest.get("kv_cache", CONCAT.name)].in_place
-    positions = spec["max_context"] if fixed else -1
-    dims = [1, spec["num_kv_heads"], positions, spec["head_dim"]]
-    states = []
-    for layer in range(spec["num_layers"]):
-        for part in ("key", "value"):
-            initial = {"data_type": Enum(kv_type), "dims": [1, spec["num_kv_heads"], positions if fixed else 0,
-                                                             spec["head_dim"]],
-                       "zero_data": True, "name": "empty cache"}
-            states.append({"input_name": f"past_key_values.{layer}.{part}", "output_name": f"present.{layer}.{part}",
-                           "data_type": Enum(kv_type), "dims": dims, "initial_state": initial}
-                          | ({"use_same_buffer_for_input_output": True} if fixed else {}))
+    fixed = manifest.layout.in_place
+    positions = spec.max_context if fixed else -1
+    dims = [1, spec.num_kv_heads, positions, spec.head_dim]
+    initial = {"data_type": Enum(kv_type), "dims": [1, spec.num_kv_heads, positions if fixed else 0, spec.head_dim],
+               "zero_data": True, "name": "empty cache"}
+    states = [{"input_name": past, "output_name": present, "data_type": Enum(kv_type), "dims": dims,
+               "initial_state": initial} | ({"use_same_buffer_for_input_output": True} if fixed else {})
+              for past, present in zip(*kv_names(spec.num_layers))]
     return {"name": name, "platform": raw_platform(manifest), "max_batch_size": 0,
-            "input": [_tensor(n, "TYPE_INT64", [1, -1]) for n in ("input_ids", "attention_mask", "position_ids")],
-            "output": [_tensor("logits", "TYPE_FP16" if kv_type == "TYPE_FP16" and backend == "tensorrt"
-                               else "TYPE_FP32", [1, -1, spec["vocab_size"]])],
+            "input": [_tensor(n, "TYPE_INT64", [1, -1]) for n in (INPUT_IDS, ATTENTION_MASK, POSITION_IDS)],
+            "output": [_tensor(LOGITS, "TYPE_FP16" if kv_type == "TYPE_FP16" and backend == "tensorrt"
+                               else "TYPE_FP32", [1, -1, spec.vocab_size])],
             "sequence_batching": {"max_sequence_idle_microseconds": 60_000_000, "state": states},
             "instance_group": [{"count": 1, "kind": Enum("KIND_GPU" if backend == "tensorrt" else "KIND_CPU")}]}
 
 
-def _model_name(manifest: dict, name: str | None) -> str:
-    name = name or f"{manifest.get('source', {}).get('name', 'model')}-{manifest['backend']}"
+def _model_name(manifest: Manifest, name: str | None) -> str:
+    name = name or f"{manifest.source.name if manifest.source else 'model'}-{manifest.backend}"
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
     if not name or name.startswith("."):
         raise LuodiError(f"{name!r} is not a usable Triton model name")
@@ -113,17 +109,17 @@ def _copy_members(bundle: Path, targets: dict) -> None:
         scan_archive(bundle, targets.get)
 
 
-def _copy_raw(bundle: Path, manifest: dict, version: Path) -> None:
+def _copy_raw(bundle: Path, manifest: Manifest, version: Path) -> None:
     """The raw model's files under Triton's default names: a TensorRT engine as model.plan; an ONNX graph as
     model.onnx with the external data its tensors name (found by the bundle checks' reader, each name inside
     the bundle), and its token lookup restored when it left that to luodi's runtime (embedding_input), so the
     raw model takes token ids."""
-    if manifest["backend"] == "tensorrt":
-        _copy_members(bundle, {manifest["tensorrt"]["engine_file"]: version / "model.plan"})
+    if manifest.backend == "tensorrt":
+        _copy_members(bundle, {manifest.tensorrt.engine_file: version / "model.plan"})
         return
     graph = version / "model.onnx"
-    _copy_members(bundle, {manifest["model_file"]: graph})
-    parent = PurePosixPath(manifest["model_file"]).parent
+    _copy_members(bundle, {manifest.model_file: graph})
+    parent = PurePosixPath(manifest.model_file).parent
     data = {(parent / location).as_posix(): version / location
             for location in map(lambda n: check_member_name(n, str(bundle)), external_data_locations(graph))}
     _copy_members(bundle, data)
@@ -149,7 +145,7 @@ def _write_generate(folder: Path, bundle: Path, model: str, threads: int | None,
     write_triton_marker(folder, bundle.name)
 
 
-def _write_raw(folder: Path, bundle: Path, raw: str, manifest: dict) -> None:
+def _write_raw(folder: Path, bundle: Path, raw: str, manifest: Manifest) -> None:
     (folder / "1").mkdir()
     _copy_raw(bundle, manifest, folder / "1")
     (folder / "config.pbtxt").write_text(to_pbtxt(raw_config(raw, manifest)))
@@ -177,7 +173,7 @@ def write_triton_repo(bundle: Path, out: Path, name: str | None = None, threads:
             _write_raw(folders.enter_context(output_folder(out / raw, TRITON_MODEL, force, _NAMING)),
                        bundle, raw, manifest)
             written[raw] = f"{raw_platform(manifest)} graph, KV cache as sequence-batching state"
-            if KV_LAYOUTS[manifest.get("kv_cache", CONCAT.name)].in_place:
+            if manifest.layout.in_place:
                 written[raw] += (" (a max-context buffer per layer, moved every step: an export with "
                                  "--passes=-inplace_kv_cache grows its cache instead, see docs/DEPLOY.md)")
     if not raw and output_kind(out / f"{model}_raw") == TRITON_MODEL:  # the replaced model's, claimed above

@@ -17,6 +17,7 @@ Every hook has a default that does nothing, so a target overrides only what it n
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..contract.manifest import ModelSpec
 from ..errors import LuodiError
 from ..passes import resolve_pipeline
 
@@ -107,15 +108,15 @@ class Target:
         """Change the canonical decoder before tracing; returns what the manifest records of it."""
         return None
 
-    def quantize(self, onnx_path: Path, spec: dict, settings: Settings, kv_cache: str, prepared) -> dict | None:
+    def quantize(self, onnx_path: Path, spec: ModelSpec, settings: Settings, kv_cache: str, prepared) -> dict | None:
         """Quantize the saved graph's weights in place; returns the manifest's record (None: nothing done)."""
         return None
 
-    def lower(self, onnx_path: Path, folder: Path, spec: dict, settings: Settings) -> Lowered | None:
+    def lower(self, onnx_path: Path, folder: Path, spec: ModelSpec, settings: Settings) -> Lowered | None:
         """Turn the saved graph into the runtime's own format in `folder` (None: the ONNX graph is the model)."""
         return None
 
-    def build(self, onnx_path: Path, folder: Path, spec: dict, settings: Settings) -> dict | None:
+    def build(self, onnx_path: Path, folder: Path, spec: ModelSpec, settings: Settings) -> dict | None:
         """Build what follows the parity check (None: nothing); returns the manifest section's content."""
         return None
 

@@ -4,6 +4,7 @@
 from dataclasses import replace
 from pathlib import Path
 
+from ..contract.manifest import ModelSpec
 from ..errors import LuodiError
 from .base import Lowered, Settings, Target
 
@@ -37,15 +38,15 @@ class OpenVinoTarget(Target):
     def steps(self, settings: Settings) -> dict[str, str]:
         return {"lower": "lower to OpenVINO"}
 
-    def lower(self, onnx_path: Path, folder: Path, spec: dict, settings: Settings) -> Lowered:
+    def lower(self, onnx_path: Path, folder: Path, spec: ModelSpec, settings: Settings) -> Lowered:
         """The ONNX graph -> openvino_model.xml/.bin (the ONNX files removed), and what OpenVINO's CPU plugin
         compiles it into (runtime op counts: the fused kernels it uses)."""
         from ..quantization.nncf_weights import compression_record
-        from ..runtimes.openvino import compile_options, import_openvino
+        from ..runtime_libraries import compile_options, import_openvino
         from ..exporters.openvino_ir import lower_to_openvino, runtime_op_counts
 
         compression = settings.compression
-        xml = lower_to_openvino(onnx_path, folder, spec["num_layers"], compression)
+        xml = lower_to_openvino(onnx_path, folder, spec.num_layers, compression)
         for path in (onnx_path, onnx_path.with_name(onnx_path.name + ".data")):
             path.unlink()
         options = compile_options(2, "LATENCY", kv_f32=not compression)

@@ -4,6 +4,7 @@ MatMulNBits (luodi/quantization/ort_weights.py), AWQ scales folded in before tra
 from dataclasses import replace
 from pathlib import Path
 
+from ..contract.manifest import ModelSpec
 from .base import Settings, Target
 
 QUANTIZATION_FIELDS = ("bits", "method", "group_size", "accuracy_level", "calibration", "keep", "size_budget_mb")
@@ -43,7 +44,7 @@ class OrtTarget(Target):
 
         return apply_awq(canonical, weights.calibration, weights.bits, weights.group_size)
 
-    def quantize(self, onnx_path: Path, spec: dict, settings: Settings, kv_cache: str, prepared) -> dict | None:
+    def quantize(self, onnx_path: Path, spec: ModelSpec, settings: Settings, kv_cache: str, prepared) -> dict | None:
         """MatMul weights -> MatMulNBits, calibrated on prefills of the calibration text where the method needs it."""
         weights = settings.extra.get("weights")
         if weights is None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import Manifest
+# the one place a compile-side module opens runtimes: the check runs the export under its runtime (open_backend)
+# beside the transformers reference (docs/ARCHITECTURE.md)
 from ..runtimes import open_backend
 from ..runtimes.torch_ref import TorchReferenceBackend
 
@@ -56,18 +59,18 @@ def torch_threads(count: int):
         torch.set_num_threads(before)
 
 
-def check_parity(folder: Path, manifest: dict, hf_model, target, settings, prompt_len: int = 12,
+def check_parity(folder: Path, manifest: Manifest, hf_model, target, settings, prompt_len: int = 12,
                  steps: int = 4) -> dict:
     """compare_backends for an export folder's model (described by its `manifest`, files not yet listed)
     against its transformers model (seeded prompt), both sides on PARITY_THREADS threads, under the target's
     parity backend (a TensorRT export's ONNX graph runs under ONNX Runtime on a CPU-only machine)."""
     if reason := target.parity_unavailable(settings):
         return {"max_abs_diff": None, "greedy_match": None, "unavailable": reason}
-    spec = manifest["spec"]
+    spec = manifest.spec
     rng = np.random.default_rng(0)
-    prompt = rng.integers(0, spec["vocab_size"], size=min(prompt_len, spec["max_context"] - steps - 1)).tolist()
+    prompt = rng.integers(0, spec.vocab_size, size=min(prompt_len, spec.max_context - steps - 1)).tolist()
     kind = target.parity_backend
     candidate = open_backend(Path(folder), manifest, kind=kind, threads=PARITY_THREADS, exact=True)
     with torch_threads(PARITY_THREADS):
-        result = compare_backends(candidate, TorchReferenceBackend(hf_model, spec["max_context"]), prompt, steps)
+        result = compare_backends(candidate, TorchReferenceBackend(hf_model, spec.max_context), prompt, steps)
     return {**result, "backend": kind, "threads": PARITY_THREADS}

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..contract import Manifest
 from ..errors import LuodiError
 
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
@@ -34,10 +35,10 @@ def competing_load(processes: int, seconds: float = 900.0):
             spinner.wait()
 
 
-def model_argument(manifest: dict) -> str:
+def model_argument(manifest: Manifest) -> str:
     """The model an export was made from, as `luodi export` takes it: its folder or GGUF path, or registry name."""
-    source = manifest["source"]
-    return source["origin"] if source["kind"] in ("hf", "gguf") else source["name"]
+    source = manifest.source
+    return source.origin if source.kind in ("hf", "gguf") else source.name
 
 
 def run_once(folder: Path, model: str | None = None) -> dict:
@@ -51,10 +52,10 @@ def run_once(folder: Path, model: str | None = None) -> dict:
 
     manifest = read_manifest(folder)
     source = resolve(model or model_argument(manifest))
-    if source.sha256 != manifest["source"]["sha256"]:
+    if source.sha256 != manifest.source.sha256:
         raise LuodiError(f"{model or source.name} is not the checkpoint {folder} was exported from")
-    target = get_target(manifest["target"])
-    settings = target.settings(manifest["precision"], None, None)
+    target = get_target(manifest.target)
+    settings = target.settings(manifest.precision, None, None)
     return check_parity(Path(folder), manifest, load_reference(source.hf_dir), target, settings)
 
 

@@ -6,6 +6,7 @@ ONNX Runtime."""
 from dataclasses import replace
 from pathlib import Path
 
+from ..contract.manifest import ModelSpec
 from .base import Settings, Target
 
 
@@ -32,7 +33,7 @@ class TrtTarget(Target):
     def steps(self, settings: Settings) -> dict[str, str]:
         return {"build": "build TensorRT engine"}
 
-    def build(self, onnx_path: Path, folder: Path, spec: dict, settings: Settings) -> dict:
+    def build(self, onnx_path: Path, folder: Path, spec: ModelSpec, settings: Settings) -> dict:
         """The engine (model.engine) with the decode and prefill profiles; the manifest's tensorrt section."""
         from ..exporters.tensorrt_engine import build_engine
 

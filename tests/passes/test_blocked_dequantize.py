@@ -53,6 +53,6 @@ def test_pass_dequantizes_eligible_weights_and_ort_runs_it(graph_pass, bits, tol
 def test_trt_int4_export_passes_the_parser(tmp_path):
     folder = export_model("tiny-llama", target="trt", precision="int4", out=tmp_path / "trt4", progress=False)
     manifest = read_manifest(folder)
-    assert manifest["passes"]["weights_int4"] == 7 * 2 + 1  # q, k, v, o, gate, up, down per layer + the LM head
-    assert manifest["parity"]["max_abs_diff"] < 1.0
-    assert manifest["tensorrt"]["legality"].startswith(("tensorrt", "allow-list"))
+    assert manifest.passes["weights_int4"] == 7 * 2 + 1  # q, k, v, o, gate, up, down per layer + the LM head
+    assert manifest.parity["max_abs_diff"] < 1.0
+    assert manifest.tensorrt.legality.startswith(("tensorrt", "allow-list"))

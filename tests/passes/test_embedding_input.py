@@ -14,6 +14,7 @@ import luodi
 from luodi.errors import CorruptModelError, LuodiError
 from luodi.exporters.onnx_export import embedding_table_entry, save_onnx
 from luodi.contract.graph import EMBEDDING_TABLE_KEY
+from luodi.contract.manifest import EmbeddingTableRef
 from luodi.passes.embedding_input import EmbeddingInput
 from luodi.serving.token_lookup import restore_token_lookup
 from luodi.runtimes.embedding_table import EmbeddingTable
@@ -56,7 +57,7 @@ def test_lookup_becomes_an_input_the_runtime_fills_from_the_file(tmp_path):
     assert [v.name for v in m.graph.inputs] == ["inputs_embeds"] and m.metadata_props[EMBEDDING_TABLE_KEY] == "table"
     path, entry = _saved(tmp_path, m)
     assert entry == {"file": "model.onnx.data", "offset": 0, "shape": [VOCAB, HIDDEN], "dtype": "float32"}
-    rows = EmbeddingTable(tmp_path, entry)(IDS)
+    rows = EmbeddingTable(tmp_path, EmbeddingTableRef(**entry))(IDS)
     assert rows.shape == (2, 3, HIDDEN)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"inputs_embeds": rows})
@@ -88,17 +89,17 @@ def test_table_reader_refuses_bad_files_and_ids(tmp_path):
     m = _lookup()
     EmbeddingInput()(m)
     _, entry = _saved(tmp_path, m)
-    table = EmbeddingTable(tmp_path, entry)
+    table = EmbeddingTable(tmp_path, EmbeddingTableRef(**entry))
     with pytest.raises(LuodiError, match="token id out of range"):
         table(np.array([[0, VOCAB]]))
     with pytest.raises(LuodiError, match="token id out of range"):
         table(np.array([[-1]]))
     with pytest.raises(CorruptModelError, match="outside the model's folder"):
-        EmbeddingTable(tmp_path, entry | {"file": "../model.onnx.data"})
+        EmbeddingTable(tmp_path, EmbeddingTableRef(**entry | {"file": "../model.onnx.data"}))
     with pytest.raises(CorruptModelError, match="malformed"):
-        EmbeddingTable(tmp_path, entry | {"dtype": "int4"})
+        EmbeddingTable(tmp_path, EmbeddingTableRef(**entry | {"dtype": "int4"}))
     with pytest.raises(CorruptModelError, match="truncated"):
-        EmbeddingTable(tmp_path, entry | {"offset": 8})  # the table would run past the end of the file
+        EmbeddingTable(tmp_path, EmbeddingTableRef(**entry | {"offset": 8}))  # the table would run past the end of the file
 
 
 def test_export_reads_rows_from_the_file_and_tampering_is_caught(tmp_path, export_dir):
