@@ -7,7 +7,7 @@ from .bundles import check_folder, check_requirements, is_tar_name, unpack_bundl
 from .contract.manifest import Generation
 from .errors import LuodiError
 from .inputs import check_token_ids
-from .manifest import read_manifest
+from .manifest import MANIFEST, read_manifest
 from .runtimes import check_threads, open_backend
 from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
@@ -203,7 +203,7 @@ def load(path_or_name, backend: str | None = None, threads: int | None = None, v
     """
     path = Path(path_or_name)
     folder = unpack_bundle(path, verify, Path(cache_dir) if cache_dir else None) if is_tar_name(path) else path
-    if (folder / "manifest.json").is_file() and backend != "torch":
+    if (folder / MANIFEST).is_file() and backend != "torch":
         manifest = read_manifest(folder, str(path))
         check_folder(folder, manifest, checksums=verify)
         if backend in (None, manifest.backend):
