@@ -25,6 +25,8 @@ def get_target(name: str) -> Target:
     if not re.fullmatch(r"[a-z][a-z0-9_]*", str(name)) or not path.is_file() or name not in target_names():
         raise LuodiError(f"unknown or not yet available target {name!r}; available: {', '.join(target_names())}")
     config = yaml.safe_load(path.read_text())
+    if not isinstance(config, dict) or config.get("name") != name:
+        raise LuodiError(f"{path}: its name must be {name!r}, the file's")
     return importlib.import_module(f"{__name__}.{name}").TARGET(config)
 
 

@@ -1,7 +1,8 @@
 """The target contract: what one module in luodi/targets/ provides so that export_model runs it with no branch.
 
 A target is a module `luodi/targets/<name>.py` defining `TARGET`, a subclass of Target, beside
-`configs/targets/<name>.yaml` (its passes and the compressions its --precision values select). It provides:
+`configs/targets/<name>.yaml` (its name, the runtime that runs its exports as `backend`, its passes and the
+compressions its --precision values select). It provides:
 - `settings()`: its typed settings for a precision and the user's overrides, checked (clear errors);
 - `pipeline()`: its pass list for those settings (the YAML's, edited by the precision and --passes);
 - `trace_dtype()`: the dtype the decoder is traced in (fp32 unless the target traces in half precision);
@@ -17,7 +18,7 @@ Every hook has a default that does nothing, so a target overrides only what it n
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..contract.manifest import ModelSpec
+from ..contract.manifest import BACKENDS, ModelSpec
 from ..errors import LuodiError
 from ..passes import resolve_pipeline
 
@@ -50,14 +51,19 @@ class Lowered:
 class Target:
     """One export target; see the module docstring for what a subclass provides."""
 
-    name = ""
-    backend = ""  # the runtime that runs the export (luodi.runtimes)
-    parity_backend = ""  # the runtime that checks parity on this machine
+    parity_backend: str | None = None  # the runtime that checks parity on this machine (None: the backend)
     triton_platform: str | None = None
     section: str | None = None  # the manifest section this target writes (None: none)
 
     def __init__(self, config: dict):
+        """The target on its YAML, which names it and the runtime that runs its exports (`backend`)."""
         self.config = config
+        self.name = config["name"]
+        self.backend = config["backend"]  # the runtime that runs the export (luodi.runtimes)
+        if self.backend not in BACKENDS:
+            raise LuodiError(f"configs/targets/{self.name}.yaml: backend {self.backend!r} is not one of "
+                             f"{', '.join(BACKENDS)}")
+        self.parity_backend = type(self).parity_backend or self.backend
         self.passes = list(config.get("passes", []))
         self.compressions = dict(config.get("compression") or {})
         self.default_precision = config.get("precision", "fp32")

@@ -14,9 +14,6 @@ SETTINGS = {"method": ("rtn", "awq", "gptq"), "group_size": None, "calibration":
 class OpenVinoTarget(Target):
     """OpenVINO: the ONNX graph is lowered to a stateful IR, compressed by NNCF for int8/int4."""
 
-    name = "openvino"
-    backend = "openvino"
-    parity_backend = "openvino"
     section = "openvino"
 
     def settings(self, precision, quantization, engine) -> Settings:

@@ -13,9 +13,6 @@ QUANTIZATION_FIELDS = ("bits", "method", "group_size", "accuracy_level", "calibr
 class OrtTarget(Target):
     """ONNX Runtime: the ONNX graph is the model; compressed precisions quantize its MatMul weights."""
 
-    name = "ort"
-    backend = "ort"
-    parity_backend = "ort"
     triton_platform = "onnxruntime_onnx"
     section = "quantization"
 

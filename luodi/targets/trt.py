@@ -13,8 +13,6 @@ from .base import Settings, Target
 class TrtTarget(Target):
     """TensorRT: the graph is traced in the precision's dtype; the engine is built after the parity check."""
 
-    name = "trt"
-    backend = "tensorrt"
     parity_backend = "ort"  # the engine needs a GPU; its ONNX graph runs under ONNX Runtime CPU
     triton_platform = "tensorrt_plan"
     section = "tensorrt"
