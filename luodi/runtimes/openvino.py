@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..contract.graph import kv_names
+from ..contract.graph import ATTENTION_MASK, BEAM_IDX, INPUT_IDS, LOGITS, POSITION_IDS, is_past_name, kv_names
 from ..contract.manifest import ModelSpec, RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from ..runtime_libraries import compile_options, import_openvino
@@ -66,8 +66,8 @@ class OpenVinoBackend(Backend):
             raise CorruptModelError(f"{model_path}: OpenVINO cannot load the model "
                                     f"({str(e).strip().splitlines()[0][:300]})") from None
         inputs = {name for port in self.compiled.inputs for name in port.get_names()}
-        self.stateful = not any(name.startswith("past_key_values") for name in inputs)
-        self.has_beam_idx = "beam_idx" in inputs
+        self.stateful = not any(is_past_name(name) for name in inputs)
+        self.has_beam_idx = BEAM_IDX in inputs
         self.past_names, self.present_names = kv_names(spec.num_layers)
         self._kv_shape = (spec.num_kv_heads, 0, spec.head_dim)
         self._last = None  # (infer request, weak reference to the state using it)
@@ -88,11 +88,11 @@ class OpenVinoBackend(Backend):
         return state
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
-        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-                 "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
-                 "position_ids": np.ascontiguousarray(position_ids, dtype=np.int64)}
+        feeds = {INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64),
+                 ATTENTION_MASK: np.ascontiguousarray(attention_mask, dtype=np.int64),
+                 POSITION_IDS: np.ascontiguousarray(position_ids, dtype=np.int64)}
         if self.has_beam_idx:
-            feeds["beam_idx"] = np.arange(state.batch, dtype=np.int32)
+            feeds[BEAM_IDX] = np.arange(state.batch, dtype=np.int32)
         if not self.stateful:
             kv = state.cache["kv"] or [np.zeros((state.batch, *self._kv_shape), np.float32)] * len(self.past_names)
             feeds |= dict(zip(self.past_names, kv))
@@ -104,7 +104,7 @@ class OpenVinoBackend(Backend):
         if not self.stateful:
             state.cache["kv"] = [request.get_tensor(name).data.copy() for name in self.present_names]
         state.past_length += input_ids.shape[1]
-        return np.array(request.get_tensor("logits").data, dtype=np.float32)
+        return np.array(request.get_tensor(LOGITS).data, dtype=np.float32)
 
     def _truncate(self, state: KVState, past_length: int) -> None:
         """Cut every KV variable (or the stateless cache) to its first past_length positions."""

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, kv_names
 from ..contract.manifest import Manifest, ModelSpec, RuntimeFacts, TensorRTInfo
+from ..contract.shapes import pick_profile
 from ..errors import CorruptModelError, LuodiError
 from ..runtime_libraries import current_arch, import_tensorrt
-from ..contract.graph import kv_names
 from .base import Backend, KVState
-from ..contract.shapes import pick_profile
 
 GPU_NEEDED = ("running a TensorRT engine needs an NVIDIA GPU with CUDA-enabled PyTorch; `--backend ort` runs "
               "the same graph under ONNX Runtime")
@@ -80,7 +80,7 @@ class TensorRTBackend(Backend):
         return state
 
     def forward_window(self, state: KVState, input_ids, attention_mask, position_ids) -> np.ndarray:
-        tokens = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        tokens = {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask, POSITION_IDS: position_ids}
         tokens = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in tokens.items()}
         kv_shape = (state.batch, self.spec.num_kv_heads, self.max_context, self.spec.head_dim)
         shapes = {**{k: v.shape for k, v in tokens.items()}, **{name: kv_shape for name in self.past_names}}
@@ -93,8 +93,8 @@ class TensorRTBackend(Backend):
         for past, present, buffer in zip(self.past_names, self.present_names, state.cache):
             self._bind(context, past, kv_shape, buffer)
             context.set_tensor_address(present, self.device.address(buffer))
-        logits = self.device.zeros(tuple(context.get_tensor_shape("logits")), self.dtype)
-        context.set_tensor_address("logits", self.device.address(logits))
+        logits = self.device.zeros(tuple(context.get_tensor_shape(LOGITS)), self.dtype)
+        context.set_tensor_address(LOGITS, self.device.address(logits))
         if not context.execute_async_v3(self.device.stream):
             raise LuodiError("TensorRT failed to run the engine (see its log above)")
         state.past_length += input_ids.shape[1]

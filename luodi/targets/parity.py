@@ -3,7 +3,7 @@ Runtime for a TensorRT export's ONNX graph) against the transformers model, on a
 steps over the KV cache.
 
 The check is bit-reproducible: both sides run on PARITY_THREADS threads whatever the machine's load or the CPUs
-the process may use, and OpenVINO in its exact settings (runtimes/openvino.compile_options). Left to themselves,
+the process may use, and OpenVINO in its exact settings (runtime_libraries.compile_options). Left to themselves,
 OpenVINO's CPU plugin and torch each take one thread per CPU the process may use, and a thread count changes the
 order of a matrix product's sums: SmolLM2's check gave 5.34e-05 on two CPUs and 5.71e-05 on one (docs/PARITY.md)."""
 
