@@ -82,7 +82,7 @@ def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | Non
         body = hf_model.transformer
         layers = [_gpt2_layer(b, spec) for b in body.h]
         embed, final_norm = body.wte, body.ln_f
-        inv_freq, scaling = None, 1.0
+        inv_freq, scaling, local_rope = None, 1.0, None
         intermediate = body.h[0].mlp.c_fc.weight.shape[1]
     else:
         body = hf_model.model
