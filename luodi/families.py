@@ -13,13 +13,17 @@ class Family:
     norm: str  # "rms" or "layer"
     positions: str  # "rope" or "learned"
     gated_mlp: bool  # SwiGLU-style gate * up, else a plain fc -> act -> fc
+    norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + weight): Gemma's (1 + w), folded at load
 
 
 FAMILIES = {
     "llama": Family("llama", norm="rms", positions="rope", gated_mlp=True),
     "mistral": Family("llama", norm="rms", positions="rope", gated_mlp=True),
     "qwen2": Family("qwen2", norm="rms", positions="rope", gated_mlp=True),
+    "qwen3": Family("qwen3", norm="rms", positions="rope", gated_mlp=True),
     "phi3": Family("phi3", norm="rms", positions="rope", gated_mlp=True),
+    "gemma2": Family("gemma2", norm="rms", positions="rope", gated_mlp=True, norm_offset=1.0),
+    "gemma3_text": Family("gemma3", norm="rms", positions="rope", gated_mlp=True, norm_offset=1.0),
     "gpt2": Family("gpt2", norm="layer", positions="learned", gated_mlp=False),
 }
 

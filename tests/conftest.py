@@ -6,7 +6,7 @@ temporary folder per test session, so every run exports afresh.
 
 import pytest
 
-TINY = ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gpt2"]
+TINY = ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gpt2", "tiny-gemma3", "tiny-gemma2", "tiny-qwen3", "tiny-llama3"]
 
 
 @pytest.fixture(scope="session")

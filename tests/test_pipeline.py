@@ -21,15 +21,22 @@ def _expected(spec) -> dict:
     if family == "gpt2":
         return {**common, "fuse_rms_norm": 0, "fuse_skip_norm": 2 * layers + 1, "fuse_gelu": layers, "fuse_silu": 0,
                 "fuse_rotary": 0, "attention_3d": layers, "pack_matmuls": layers, "inplace_kv_cache": layers}
-    return {**common, "fuse_rms_norm": 2 * layers + 1, "fuse_skip_norm": 2 * layers, "fuse_gelu": 0,
-            "fuse_silu": layers, "fuse_rotary": 2 * layers, "attention_3d": layers if full_rotary else 0,
-            "pack_matmuls": 2 * layers, "inplace_kv_cache": layers if full_rotary else 0}
+    gelu = int(spec.activation == "gelu_tanh")
+    return {**common, "fuse_rms_norm": _norms(spec) * layers + 1, "fuse_skip_norm": 2 * layers,
+            "fuse_gelu": gelu * layers, "fuse_silu": (1 - gelu) * layers, "fuse_rotary": 2 * layers,
+            "attention_3d": layers if full_rotary else 0, "pack_matmuls": 2 * layers,
+            "inplace_kv_cache": layers if full_rotary else 0}
+
+
+def _norms(spec) -> int:
+    """RMSNorms a block: two, four with sandwich norms (Gemma), two more with a per-head QK-norm (Qwen3, Gemma 3)."""
+    return 2 + 2 * spec.sandwich_norms + 2 * spec.qk_norm
 
 
 def _expected_trt(spec) -> dict:
     """The trt pipeline: standard ops only, attention left as MatMul/Softmax (no fp32 fused kernel in TRT)."""
     layers, rope = spec.num_layers, spec.family != "gpt2"
-    return {"embedding_gather": int(spec.tie_word_embeddings), "rms_normalization": (2 * layers + 1) * rope,
+    return {"embedding_gather": int(spec.tie_word_embeddings), "rms_normalization": (_norms(spec) * layers + 1) * rope,
             "fuse_rotary": 2 * layers * rope, "kv_cache_scatter": layers, "last_token_logits": 1}
 
 

@@ -21,6 +21,7 @@ BACKENDS = ("ort", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
 KV_DTYPES = tuple(ITEM_BYTES)
 EMBEDDING_DTYPES = ("float32", "float16")
+LAYER_TYPES = ("sliding_attention", "full_attention")  # transformers' names, as ModelSpec.layer_types holds them
 # Upper bounds far above any model luodi exports, low enough that no buffer sized from them is absurd
 MAX_LAYERS, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN = 1024, 1024, 4096, 1 << 17
 MAX_VOCAB, MAX_CONTEXT, MAX_KV_BYTES_PER_TOKEN = 1 << 22, 1 << 21, 64 << 20
@@ -100,6 +101,19 @@ class ModelSpec:
     max_context: int = rule(1, MAX_CONTEXT)
     tie_word_embeddings: bool
     rotary_dim: int = rule(0, MAX_HEAD_DIM)  # channels of each head the rotary embedding turns (0: learned)
+    # Gemma / Qwen3 traits; the defaults are what the Llama-style families do (absent in older manifests)
+    qk_norm: bool = False  # RMSNorm over each head of q and k before the rotary embedding
+    sandwich_norms: bool = False  # norms after attention and after the MLP too (four per block)
+    embedding_scale: float = rule(0.0, MAX_HIDDEN, default=1.0)  # token embeddings times this (Gemma: sqrt(hidden))
+    attention_scale: float | None = rule(0.0, 1e6, default=None)  # scores scale; None: 1 / sqrt(head_dim)
+    attn_softcap: float | None = rule(0.0, 1e6, default=None)  # scores -> tanh(scores / c) * c before the mask
+    final_softcap: float | None = rule(0.0, 1e6, default=None)  # logits -> tanh(logits / c) * c
+    sliding_window: int | None = rule(1, MAX_CONTEXT, default=None)  # a sliding layer sees fewer keys back
+    layer_types: list[str] = rule(choices=LAYER_TYPES, default=())  # per layer sliding or full (): all full
+
+    def layer_window(self, layer: int) -> int | None:
+        """The sliding window of one layer, None where it attends to every earlier position."""
+        return self.sliding_window if self.layer_types and self.layer_types[layer] == LAYER_TYPES[0] else None
 
     def to_json(self) -> dict:
         """The spec as the manifest's JSON object."""
@@ -240,8 +254,9 @@ class Manifest:
         return manifest
 
     def validate(self, where: str) -> None:
-        """The checks that span fields: one max context, heads that group, ids inside the vocabulary, a KV
-        cache of sane size, and a table whose rows are the model's width."""
+        """The checks that span fields: one max context, heads that group, one layer type per layer and a
+        window exactly when some slide, ids inside the vocabulary, a KV cache of sane size, and a table whose
+        rows are the model's width."""
         spec = self.spec
         problems = [
             (spec.max_context != self.max_context, f"spec.max_context {spec.max_context} differs from "
@@ -249,6 +264,10 @@ class Manifest:
             (spec.num_heads % spec.num_kv_heads != 0, f"spec.num_heads {spec.num_heads} is not a multiple of "
                                                       f"spec.num_kv_heads {spec.num_kv_heads}"),
             (spec.rotary_dim > spec.head_dim, f"spec.rotary_dim {spec.rotary_dim} exceeds head_dim {spec.head_dim}"),
+            (len(spec.layer_types) not in (0, spec.num_layers), f"spec.layer_types has {len(spec.layer_types)} "
+                                                                 f"entries for {spec.num_layers} layers"),
+            ((spec.sliding_window is None) != (LAYER_TYPES[0] not in spec.layer_types),
+             "spec.sliding_window and spec.layer_types disagree (a window needs sliding layers and back)"),
             (2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * 4 > MAX_KV_BYTES_PER_TOKEN,
              "spec gives a KV cache of more than 64 MiB per token"),
             (any(i >= spec.vocab_size for i in self.token_ids), f"generation names a token id outside the "

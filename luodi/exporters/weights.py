@@ -2,9 +2,9 @@
 
 import torch
 
+from ..families import family_of
 from .decoder import CanonicalDecoder
-from ..contract.manifest import ModelSpec
-from .spec import spec_from_config
+from .spec import FULL, SLIDING, ModelSpec, spec_from_config
 
 
 def _linear(w, b=None):
@@ -12,10 +12,18 @@ def _linear(w, b=None):
 
 
 def _llama_like_layer(layer, spec: ModelSpec) -> dict:
-    """Llama, Mistral, Qwen2 (q/k/v bias) and Phi-3 (fused qkv_proj and gate_up_proj)."""
+    """Llama, Mistral, Qwen2 (q/k/v bias), Qwen3 (QK-norm), Phi-3 (fused qkv_proj and gate_up_proj) and
+    Gemma 2/3 (four norms a block, QK-norm on Gemma 3)."""
     attn, mlp = layer.self_attn, layer.mlp
-    out = {"input_norm.weight": layer.input_layernorm.weight,
-           "post_attn_norm.weight": layer.post_attention_layernorm.weight}
+    out = {"input_norm.weight": layer.input_layernorm.weight}
+    if spec.sandwich_norms:  # Gemma: post_attention_layernorm normalizes the attention's output
+        out |= {"attn_out_norm.weight": layer.post_attention_layernorm.weight,
+                "post_attn_norm.weight": layer.pre_feedforward_layernorm.weight,
+                "mlp_out_norm.weight": layer.post_feedforward_layernorm.weight}
+    else:
+        out["post_attn_norm.weight"] = layer.post_attention_layernorm.weight
+    if spec.qk_norm:
+        out |= {"attn.q_norm.weight": attn.q_norm.weight, "attn.k_norm.weight": attn.k_norm.weight}
     if hasattr(attn, "qkv_proj"):
         q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
         q, k, v = attn.qkv_proj.weight.split([q_size, kv_size, kv_size], dim=0)
@@ -53,6 +61,14 @@ def _gpt2_layer(block, spec: ModelSpec) -> dict:
     }
 
 
+def _rope(rotary_emb, layer_type: str) -> tuple:
+    """(inv_freq, attention scaling) transformers' rope init computed for a layer type (Gemma 3 keeps one per
+    type, as `<type>_inv_freq`), else the model's one setting."""
+    if hasattr(rotary_emb, f"{layer_type}_inv_freq"):
+        return getattr(rotary_emb, f"{layer_type}_inv_freq"), getattr(rotary_emb, f"{layer_type}_attention_scaling")
+    return rotary_emb.inv_freq, rotary_emb.attention_scaling
+
+
 def _layer_biases(params: dict) -> dict:
     return {"qkv_bias": "attn.q_proj.bias" in params, "o_bias": "attn.o_proj.bias" in params,
             "mlp_bias": "mlp.down_proj.bias" in params}
@@ -66,17 +82,21 @@ def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | Non
         body = hf_model.transformer
         layers = [_gpt2_layer(b, spec) for b in body.h]
         embed, final_norm = body.wte, body.ln_f
-        inv_freq, scaling = None, 1.0
+        inv_freq, scaling, local_rope = None, 1.0, None
         intermediate = body.h[0].mlp.c_fc.weight.shape[1]
     else:
         body = hf_model.model
         layers = [_llama_like_layer(layer, spec) for layer in body.layers]
         embed, final_norm = body.embed_tokens, body.norm
-        inv_freq, scaling = body.rotary_emb.inv_freq, body.rotary_emb.attention_scaling
-        if 2 * inv_freq.numel() != spec.rotary_dim:
-            raise RuntimeError(f"rotary dims disagree: config says {spec.rotary_dim}, model has {2 * inv_freq.numel()}")
+        (inv_freq, scaling), local_rope = _rope(body.rotary_emb, FULL), None
+        if hasattr(body.rotary_emb, f"{SLIDING}_inv_freq"):
+            local_rope = _rope(body.rotary_emb, SLIDING)
+        for freqs, _ in filter(None, [(inv_freq, scaling), local_rope]):
+            if 2 * freqs.numel() != spec.rotary_dim:
+                raise RuntimeError(f"rotary dims disagree: config says {spec.rotary_dim}, model has {2 * freqs.numel()}")
         intermediate = layers[0]["mlp.down_proj.weight"].shape[1]
-    model = CanonicalDecoder(spec, intermediate, inv_freq=inv_freq, rope_scaling=scaling, **_layer_biases(layers[0]))
+    model = CanonicalDecoder(spec, intermediate, inv_freq=inv_freq, rope_scaling=scaling, local_rope=local_rope,
+                             **_layer_biases(layers[0]))
     state = {"final_norm.weight": final_norm.weight}
     if spec.tie_word_embeddings:
         state["lm_head_weight_t"] = embed.weight.t()
@@ -90,6 +110,9 @@ def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | Non
         state.update({f"layers.{i}.{k}": v for k, v in params.items()})
     with torch.no_grad():
         state = {k: v.detach().float().contiguous() for k, v in state.items()}
+        offset = family_of(hf_model.config.model_type).norm_offset
+        if offset:  # Gemma's RMSNorm scales by (1 + w), computed in fp32: fold the 1 into the weight
+            state = {k: v + offset if k.endswith("norm.weight") else v for k, v in state.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")

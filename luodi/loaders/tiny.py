@@ -64,7 +64,9 @@ def _config(family: str, arch: dict, tokenizer):
         return transformers.GPT2Config(n_embd=arch["hidden_size"], n_layer=arch["num_hidden_layers"],
                                        n_head=arch["num_attention_heads"], n_positions=arch["max_position_embeddings"],
                                        **ids)
-    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "phi3": transformers.Phi3Config}
+    cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
+           "phi3": transformers.Phi3Config, "gemma2": transformers.Gemma2Config,
+           "gemma3": transformers.Gemma3TextConfig}
     return cls[family](**arch, **ids)
 
 

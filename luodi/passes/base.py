@@ -84,12 +84,37 @@ def constant_matmul_weight(node: ir.Node) -> ir.Value | None:
     return weight if weight.shape is not None and len(weight.shape) == 2 else None
 
 
+def softcap_input(value: ir.Value) -> ir.Value | None:
+    """x when value = Mul(Tanh(Div(x, c)), c) with one constant c (soft-capping, as Gemma 2 traces it), else None."""
+    mul = value.producer()
+    if mul is None or mul.op_type != "Mul" or mul.domain != "":
+        return None
+    tanh = mul.inputs[0].producer()
+    div = tanh.inputs[0].producer() if tanh is not None and tanh.op_type == "Tanh" else None
+    if div is None or div.op_type != "Div" or scalar(div.inputs[1]) is None or \
+            scalar(div.inputs[1]) != scalar(mul.inputs[1]):
+        return None
+    return div.inputs[0]
+
+
+def logits_head(graph: ir.Graph) -> tuple[ir.Node | None, list[ir.Value]]:
+    """(the node making the logits before any final soft-capping, the values from its output to the logits
+    output): the LM head, and what follows it element-wise."""
+    logits = next((v for v in graph.outputs if v.name == LOGITS), None)
+    if logits is None:
+        return None, []
+    tail, value = [logits], logits
+    while (capped := softcap_input(value)) is not None:
+        tanh_out = value.producer().inputs[0]
+        tail = [capped, tanh_out.producer().inputs[0], tanh_out, *tail]  # x, x / c, tanh(x / c), logits
+        value = capped
+    return value.producer(), tail
+
+
 def lm_head(graph: ir.Graph) -> ir.Node | None:
-    """The MatMul making the logits output, if its weight is a 2-D initializer."""
-    for node in graph:
-        if node.outputs[0].name == LOGITS and constant_matmul_weight(node) is not None:
-            return node
-    return None
+    """The MatMul making the logits (before a final soft-capping), if its weight is a 2-D initializer."""
+    head, _ = logits_head(graph)
+    return head if head is not None and constant_matmul_weight(head) is not None else None
 
 
 def weight_bytes(model: ir.Model) -> int:

@@ -10,7 +10,9 @@ The graph's contract changes with it, and the manifest records that (`kv_cache: 
 sequence's cache holds its tokens from slot 0 with no padding, attention_mask only gives each sequence's
 length (its row sum) and the total length (its width), and a prompt with padding must be run one sequence
 at a time (the ONNX Runtime backend does that). Matches the 3-D form attention_3d leaves; partial rotary
-and head sizes GroupQueryAttention's CPU kernel rejects are left as they are.
+and head sizes GroupQueryAttention's CPU kernel rejects are left as they are. A sliding-window layer (its
+bias also hides keys W or more positions back) becomes local_window_size = W; soft-capped scores
+(Gemma 2) keep their cap as the op's softcap, which it applies, as transformers does, before masking.
 """
 
 import numpy as np
@@ -18,7 +20,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
 from ..contract.kv import SHARED_BUFFER
-from .base import RewritePass
+from .base import RewritePass, scalar
 
 MASK_INPUT = "attention_mask"
 
@@ -51,6 +53,26 @@ def _derives_from(value: ir.Value, source: ir.Value, limit: int = 64) -> bool:
     return False
 
 
+def _window(bias: ir.Value, limit: int = 64) -> int | None:
+    """The sliding window W when the attention bias hides keys W or more positions back (the canonical decoder's
+    `(q_slot - k_slot) < W`, a Less against a constant), None when no Less is among its first `limit` inputs up;
+    -1 when a Less compares with something that is not a constant (a mask this pass does not know)."""
+    seen, todo = set(), [bias]
+    while todo and len(seen) < limit:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        producer = current.producer()
+        if producer is None or producer.op_type == "Shape":
+            continue
+        if producer.op_type == "Less":
+            window = scalar(producer.inputs[1])
+            return int(window) if isinstance(window, (int, np.integer)) and window >= 2 else -1
+        todo.extend(producer.inputs)
+    return None
+
+
 def _packed(q: ir.Value, k: ir.Value, v: ir.Value) -> list:
     """[qkv, None, None] when q, k, v are the three parts of one Split (pack_matmuls' packed projection, which
     GroupQueryAttention takes whole), else [q, k, v]."""
@@ -81,8 +103,10 @@ class _GroupQueryAttention(pattern.RewriteRuleClassBase):
         if not heads or not kv_heads or y.shape is None or not isinstance(y.shape[-1], int):
             return result.fail("not the 3-D Attention form with known head counts")
         head_dim = y.shape[-1] // heads
-        if attrs.get_int("is_causal", 0) or attrs.get_float("softcap", 0.0) or head_dim % 8:
+        if attrs.get_int("is_causal", 0) or head_dim % 8:
             return result.fail("attention options or head size GroupQueryAttention does not take")
+        if _window(bias) == -1:
+            return result.fail("the attention bias hides keys by a rule other than a constant window")
         if not self.rotary:
             return result
         if q_rot.producer().attributes.get_int("interleaved", 0) or "rotary_embedding_dim" in \
@@ -95,10 +119,17 @@ class _GroupQueryAttention(pattern.RewriteRuleClassBase):
             return result.fail("head size GroupQueryAttention's rotary does not take")
         return result
 
-    def rewrite(self, op, q, k, v, past_k, past_v, y, cos=None, sin=None, **_):
+    def rewrite(self, op, q, k, v, bias, past_k, past_v, y, cos=None, sin=None, **_):
         attrs = y.producer().attributes
         heads, kv_heads = attrs.get_int("q_num_heads"), attrs.get_int("kv_num_heads")
         scale = attrs.get_float("scale", 1.0 / float(np.sqrt(y.shape[-1] // heads)))
+        # a query sees keys fewer than W positions back: W keys with its own, which is what GroupQueryAttention's
+        # local_window_size counts in onnxruntime 1.32 (tests/passes/test_sliding_window.py probes it); soft-capping
+        # comes before the mask in both
+        window = _window(bias)
+        extra = {"local_window_size": window} if window else {}
+        if attrs.get_float("softcap", 0.0):
+            extra["softcap"] = attrs.get_float("softcap")
         one = op.Constant(value=ir.tensor(np.array([1], dtype=np.int64)))
         seqlens_k = op.Cast(op.Sub(op.ReduceSum(self.mask, one, keepdims=0), one), to=ir.DataType.INT32)
         total = op.Cast(op.Gather(op.Shape(self.mask), op.Constant(value=ir.tensor(np.array(1, dtype=np.int64)))),
@@ -108,7 +139,7 @@ class _GroupQueryAttention(pattern.RewriteRuleClassBase):
             inputs += [_table(cos), _table(sin)]
         return op.GroupQueryAttention(*inputs, num_heads=heads, kv_num_heads=kv_heads, scale=scale,
                                       do_rotary=int(self.rotary), rotary_interleaved=0, _domain="com.microsoft",
-                                      _outputs=3)
+                                      _outputs=3, **extra)
 
 
 class InplaceKvCache(RewritePass):

@@ -1,12 +1,13 @@
 """Last-token logits: a prefill of N tokens runs the LM head on (and copies out) the last position only, not N.
 A step of at most STEP_WINDOW tokens keeps every position's logits, which is what a speculative step
-verifies (one new token plus up to seven drafts); a decode step of one token is one row either way. Drop this
-pass to keep every position's logits (for evaluation)."""
+verifies (one new token plus up to seven drafts); a decode step of one token is one row either way. A final
+soft-capping after the LM head (Gemma 2) follows it onto the kept rows. Drop this pass to keep every
+position's logits (for evaluation)."""
 
 import numpy as np
 import onnx_ir as ir
 
-from .base import LuodiPass
+from .base import LuodiPass, logits_head
 from ..contract.graph import STEP_WINDOW
 
 
@@ -20,8 +21,7 @@ class LastTokenLogits(LuodiPass):
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph
-        logits = next((v for v in graph.outputs if v.name == "logits"), None)
-        head = logits.producer() if logits is not None else None
+        head, tail = logits_head(graph)
         if head is None or head.op_type != "MatMul":
             return 0
         hidden = head.inputs[0]
@@ -40,7 +40,8 @@ class LastTokenLogits(LuodiPass):
         graph.insert_before(head, [seq, longer, rows, starts])
         graph.insert_before(head, last)
         head.replace_input_with(0, last.outputs[0])
-        for value, like in ((last.outputs[0], hidden), (logits, logits)):  # named, so a memory plan can size it
+        # named, so a memory plan can size them; the LM head's output and any soft-capping after it
+        for value, like in ((last.outputs[0], hidden), *((v, v) for v in tail)):
             if like.shape is not None:
                 dims = list(like.shape)
                 dims[-2] = ir.SymbolicDim(LOGITS_POSITIONS)

@@ -19,7 +19,7 @@ import math
 
 import onnx_ir as ir
 
-from .base import LOGITS, VIEW_OF, LuodiPass
+from .base import LOGITS, VIEW_OF, LuodiPass, logits_head
 
 ORT_DOMAIN = "com.microsoft"
 CHUNK_BYTES = 16 << 20
@@ -62,7 +62,7 @@ class LmHeadView(LuodiPass):
 
     def apply(self, model: ir.Model) -> int:
         graph = model.graph
-        head = next((n for n in graph if n.outputs[0].name == LOGITS), None)
+        head, _ = logits_head(graph)
         found = _transposed_rows(head) if head is not None else None
         if found is None or len(found[0].outputs[0].uses()) != 1:
             return 0
@@ -78,7 +78,8 @@ class LmHeadView(LuodiPass):
             part.outputs[0].type = old.type
         ir.convenience.replace_all_uses_with(old, logits, replace_graph_outputs=True)
         graph.remove([head, transpose], safe=True)
-        logits.name = LOGITS
+        if old.name == LOGITS:  # else a final soft-capping makes the logits output
+            logits.name = LOGITS
         for opsets in (model.opset_imports, graph.opset_imports):
             opsets.setdefault(ORT_DOMAIN, 1)
         return 1
