@@ -4,13 +4,16 @@ import logging
 from pathlib import Path
 
 from ..errors import CorruptModelError, UnsupportedArchitectureError
-from ..families import FAMILIES
 from ..fileio import atomic_folder, sha256_file
 from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 # GGUF architecture names that transformers' GGUF loader maps onto a supported model_type
-_GGUF_ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "gpt2": "gpt2"}
+# (gemma3: the text model; the loader undoes llama.cpp's +1 on every Gemma norm weight, and fills the settings the
+# file lacks, rope_local_base_freq, query_pre_attn_scalar and the 5:1 sliding/global layer pattern, with
+# Gemma3TextConfig's defaults, which are Gemma 3's)
+_GGUF_ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "gpt2": "gpt2",
+               "gemma3": "gemma3_text"}
 
 
 def check_gguf(path: Path) -> str:
@@ -33,7 +36,7 @@ def check_gguf(path: Path) -> str:
         raise CorruptModelError(f"{path}: truncated GGUF ({path.stat().st_size} bytes, tensors need {expected})")
     if arch not in _GGUF_ARCHS:
         raise UnsupportedArchitectureError(
-            f"{path}: unsupported GGUF architecture {arch!r}: luodi exports {', '.join(sorted(FAMILIES))}")
+            f"{path}: unsupported GGUF architecture {arch!r}: luodi reads {', '.join(sorted(_GGUF_ARCHS))}")
     return arch
 
 
