@@ -10,6 +10,7 @@ from triton_stand_in import Request, load_model, text
 
 import luodi
 from luodi.bundles import make_bundle
+from luodi.bundles.readme import device_readme
 from luodi.cli import main
 from luodi.exporters import export_model
 from luodi.loaders import resolve
@@ -73,6 +74,8 @@ def test_bundle_readme_and_triton_of_a_base_model(base, tmp_path, monkeypatch):
     lm = luodi.load(bundle, cache_dir=tmp_path / "cache")
     readme = (next((tmp_path / "cache").iterdir()) / "README.md").read_text()
     assert "--chat" not in readme and '"role"' not in readme and NO_TEMPLATE in readme
+    chat_readme = device_readme(json.loads((export / "manifest.json").read_text()), bundle.name, chat=True)
+    assert "--chat" in chat_readme and '"role"' in chat_readme and NO_TEMPLATE not in chat_readme
     for prompt in ('"Once upon a time"', '"The capital of France is"'):  # the README's own examples run
         assert prompt in readme and lm.generate(json.loads(prompt), max_new_tokens=2).token_ids
     with pytest.raises(ValueError, match=NO_TEMPLATE):
