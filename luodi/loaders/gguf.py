@@ -71,12 +71,17 @@ def convert_gguf(path: Path, out_dir: Path) -> None:
 
 
 def gguf_to_hf(path: Path) -> tuple[Path, str]:
-    """The cached fp32 folder for a GGUF (converted on first use, keyed by the file's sha256) and that hash."""
-    check_gguf(path)
-    digest = sha256_file(path)
+    """The cached fp32 folder for a GGUF (converted on first use, keyed by the file's sha256) and that hash.
+
+    A file converted before is not parsed again (it was checked then): gguf-py reads a 262K-token vocabulary's
+    metadata in about 25 s, hashing the file takes one."""
+    path = Path(path)
+    digest = sha256_file(path) if path.is_file() else ""
     out = cache_dir() / "gguf" / digest[:16]
-    if not (out / "config.json").is_file():
-        log.warning("dequantizing %s to fp32 (once; about a minute for a 135M model)", path.name)
-        with atomic_folder(out) as tmp:
-            convert_gguf(path, tmp)
+    if digest and (out / "config.json").is_file():
+        return out, digest
+    check_gguf(path)
+    log.warning("dequantizing %s to fp32 (once; a minute or two for a 135M-270M model)", path.name)
+    with atomic_folder(out) as tmp:
+        convert_gguf(path, tmp)
     return out, digest
