@@ -78,16 +78,16 @@ def test_transformers_loads_it_and_luodi_tokenizes_it_alike(source, tmp_path):
     """AutoModelForCausalLM reads the folder as Gemma3ForCausalLM with a sane perplexity; luodi's tokenizer (from
     the files an export writes) encodes as transformers' does and has no chat template: chat is a clear error."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from luodi.errors import BadInputError
-    from luodi.loaders.hf_folder import save_tokenizer_files
+    from luodi.loaders.hf_folder import load_reference_tokenizer
     from luodi.tokenizer import Tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(source.hf_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(source.hf_dir)
+    tok = load_reference_tokenizer(source.hf_dir)
     assert type(model).__name__ == "Gemma3ForCausalLM"
-    save_tokenizer_files(source.hf_dir, tmp_path)
+    tok.save_pretrained(tmp_path)  # what an export writes (hf_folder.save_tokenizer_files)
     ours = Tokenizer(tmp_path)
     text = json.__doc__
     for sample in (text, "  tabs\tand\n\nnewlines", "café 落地 🙂"):
