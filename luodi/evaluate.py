@@ -1,12 +1,12 @@
 """`luodi eval`: quality of an export measured through its own runtime.
 
-Perplexity over a text the user passes, in disjoint windows of `window` tokens (each window starts with
-an empty KV cache and, when the tokenizer opens a text with special tokens such as a BOS, with those, as
-the model saw its training text start: Gemma 3 270M scores 26 instead of 16 on GPL-3 in 512-token windows
-that lack it; every text token a window holds is scored, but a window's first when it has no opening), fed
-one token per step through the same decode path generation uses. Against a reference export (e.g. the fp32 one) on the same windows: top-1
-agreement (how often both predict the same next token, teacher-forced on the text) and, on prompts, the
-length of the identical greedy prefix.
+Perplexity over a text the user passes, in disjoint windows of `window` tokens, fed one token per step
+through the same decode path generation uses. Each window starts with an empty KV cache and, when the
+tokenizer opens a text with special tokens (a BOS), with those, as the model saw its training text start
+(Gemma 3 270M scores 26 instead of 16 on GPL-3 in 512-token windows that lack it); every text token a window
+holds is scored, but its first when it has no opening. Against a reference export (e.g. the fp32 one) on
+the same windows: top-1 agreement (how often both predict the same next token, teacher-forced on the text)
+and, on prompts, the length of the identical greedy prefix.
 """
 
 import math
