@@ -108,8 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="reference export folder (e.g. the fp32 one) for top-1 agreement")
     p.add_argument("--prompts", type=Path, help="prompts, one per line: identical greedy prefix vs --reference")
     p.add_argument("--window", type=at_least(2), default=512,
-                   help="tokens per window (each starts with an empty cache)")
-    p.add_argument("--max-tokens", type=at_least(2), default=2048, help="score at most this many tokens of the text")
+                   help="tokens per window (each starts with an empty cache and the tokenizer's BOS, if it adds one)")
+    p.add_argument("--max-tokens", type=at_least(2), default=2048, help="read at most this many tokens of the text")
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt", "torch"])
     p.add_argument("--threads", type=thread_count)
     _add_inference_precision(p)
@@ -187,7 +187,7 @@ def _calibration_ids(model: str, path: Path) -> tuple:
 def _cmd_eval(args) -> int:
     import luodi
 
-    from .evaluate import evaluate_text, greedy_prefix, read_text
+    from .evaluate import evaluate_text, greedy_prefix, read_text, text_ids
     from .inputs import read_prompts
 
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads,
@@ -195,7 +195,8 @@ def _cmd_eval(args) -> int:
     reference = luodi.load(args.reference, backend=args.backend, threads=args.threads) if args.reference else None
     if args.prompts and reference is None:
         raise LuodiError("--prompts compares greedy tokens with --reference; give one")
-    report = evaluate_text(lm, lm.tokenizer.encode(read_text(args.text)), args.window, args.max_tokens, reference)
+    ids, opening = text_ids(lm.tokenizer, read_text(args.text))
+    report = evaluate_text(lm, ids, args.window, args.max_tokens, reference, opening)
     if args.prompts:
         report |= greedy_prefix(lm, reference, read_prompts(args.prompts))
     report["model"] = str(args.model)

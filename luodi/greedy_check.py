@@ -25,11 +25,13 @@ def greedy_check(lm, source: str, prompts: list[str], max_new_tokens: int, chat:
     from .loaders import resolve
     from .loaders.hf_folder import load_reference, load_reference_tokenizer
 
+    # every prompt encoded first: chat on a model without a template fails here, before transformers loads
+    prompt_ids = [lm.tokenizer.encode_chat([{"role": "user", "content": p}]) if chat else lm.tokenizer.encode(p)
+                  for p in prompts]
     hf_dir = resolve(source).hf_dir
     model, tok = load_reference(hf_dir), load_reference_tokenizer(hf_dir)
     rows = []
-    for prompt in prompts:
-        ids = lm.tokenizer.encode_chat([{"role": "user", "content": prompt}]) if chat else lm.tokenizer.encode(prompt)
+    for prompt, ids in zip(prompts, prompt_ids):
         got = lm.generate(ids, max_new_tokens=max_new_tokens).token_ids
         want_prompt, want = reference_greedy(model, tok, prompt, chat, max_new_tokens)
         differ = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),

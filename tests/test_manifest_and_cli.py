@@ -56,4 +56,4 @@ def test_cli_export_generate_bench(tmp_path):
     assert report["prompt_tokens"] == 20 and report["new_tokens"] == 6 and report["peak_rss_mb"] > 0
     assert report["ttft_s"] > 0 and report["decode_tokens_per_s"] > 0
     proc = _cli("models")
-    assert "smollm2-135m" in proc.stdout and "tiny-gpt2" in proc.stdout
+    assert "smollm2-135m" in proc.stdout and "gemma3-270m" in proc.stdout and "tiny-gpt2" in proc.stdout

