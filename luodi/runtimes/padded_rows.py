@@ -144,7 +144,7 @@ class PaddedRows(SequenceCache):
         index = list(range(len(self.order)))
         for row, parent in zip(rows, parents):
             index[self.order.index(row)] = self.order.index(parent)
-        if index != sorted(index) or len(set(index)) != len(index):
+        if index != list(range(len(index))):
             self._gather(index)
 
     def release(self, row: int) -> None:
