@@ -153,7 +153,7 @@ class LanguageModel:
         answer by `extract(text)`, with vote counts), `num_beams` (beam search, `length_penalty` and
         `early_stopping` as in transformers); `logprobs=k` adds each token's log-probability and k alternatives.
         """
-        if n != 1 or best_of or vote or num_beams != 1 or logprobs:
+        if n != 1 or best_of is not None or vote is not None or num_beams != 1 or logprobs:
             from .multi_sample import generate_many
 
             if speculate is not None:

@@ -24,6 +24,27 @@ def _add_sampling(p):
     p.add_argument("--stop", type=utf8_text, action="append", default=[], help="stop string (repeatable)")
 
 
+def _add_test_time(p):
+    g = p.add_argument_group("test-time compute (one prompt, its prefill run once; docs/BATCHING.md)")
+    g.add_argument("--n", type=positive_int, default=1, help="N sampled completions")
+    g.add_argument("--best-of", type=positive_int, help="N samples, the one of highest mean log-probability")
+    g.add_argument("--vote", type=positive_int, help="N samples, the majority answer (self-consistency)")
+    g.add_argument("--num-beams", type=positive_int, default=1, help="beam search (as transformers' num_beams)")
+    g.add_argument("--length-penalty", type=finite_float, default=1.0, help="beam score = log-prob / length**this")
+    g.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
+                   help="beam search stop rule, as transformers' early_stopping")
+    g.add_argument("--logprobs", type=non_negative_int, default=0, help="log-probabilities and K alternatives")
+
+
+def _test_time_kwargs(args) -> dict:
+    """generate()'s test-time compute arguments from the command line (empty when none was asked for)."""
+    early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    kwargs = {"n": args.n, "best_of": args.best_of, "vote": args.vote, "num_beams": args.num_beams,
+              "length_penalty": args.length_penalty, "early_stopping": early, "logprobs": args.logprobs}
+    asked = args.n != 1 or args.best_of or args.vote or args.num_beams != 1 or args.logprobs
+    return kwargs if asked else {}
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="luodi", description="Export decoder-only LLMs and run them fast.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -72,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
     _add_speculation(p)
+    _add_test_time(p)
 
     p = sub.add_parser("bench", help="time TTFT, decode tokens/s and peak RSS")
     p.add_argument("model")
@@ -276,6 +298,19 @@ def _cmd_generate(args) -> int:
                     providers=args.providers, inference_precision=args.inference_precision)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     kwargs = _sampling_kwargs(args) | {"speculate": _speculate(args), "draft_tokens": args.draft_tokens}
+    if test_time := _test_time_kwargs(args):
+        results = lm.generate(prompt, **kwargs | test_time)
+        results = results if isinstance(results, list) else [results]
+        if args.json:
+            print_json([r.to_dict() for r in results] if args.n > 1 else results[0].to_dict())
+            return 0
+        for i, result in enumerate(results):
+            print(("" if len(results) == 1 else f"--- completion {i + 1}\n") + result.text)
+        if results[0].answer is not None:
+            print(f"[answer {results[0].answer!r}; votes {results[0].votes}]", file=sys.stderr)
+        if results[0].score is not None:
+            print(f"[score {results[0].score:.4f}]", file=sys.stderr)
+        return 0
     if args.json:
         result = lm.generate([prompt] if args.chat else prompt, **kwargs)
         result = result[0] if isinstance(result, list) else result
