@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import cli_measure
+from . import cli_batching, cli_measure
 from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
                          positive_float, positive_int, print_json, thread_count, utf8_text)
 from .errors import LuodiError, one_line
@@ -22,27 +22,6 @@ def _add_sampling(p):
     p.add_argument("--repetition-penalty", type=finite_float, default=1.0, help="> 0")
     p.add_argument("--seed", type=non_negative_int)
     p.add_argument("--stop", type=utf8_text, action="append", default=[], help="stop string (repeatable)")
-
-
-def _add_test_time(p):
-    g = p.add_argument_group("test-time compute (one prompt, its prefill run once; docs/BATCHING.md)")
-    g.add_argument("--n", type=positive_int, default=1, help="N sampled completions")
-    g.add_argument("--best-of", type=positive_int, help="N samples, the one of highest mean log-probability")
-    g.add_argument("--vote", type=positive_int, help="N samples, the majority answer (self-consistency)")
-    g.add_argument("--num-beams", type=positive_int, default=1, help="beam search (as transformers' num_beams)")
-    g.add_argument("--length-penalty", type=finite_float, default=1.0, help="beam score = log-prob / length**this")
-    g.add_argument("--early-stopping", choices=["true", "false", "never"], default="false",
-                   help="beam search stop rule, as transformers' early_stopping")
-    g.add_argument("--logprobs", type=non_negative_int, default=0, help="log-probabilities and K alternatives")
-
-
-def _test_time_kwargs(args) -> dict:
-    """generate()'s test-time compute arguments from the command line (empty when none was asked for)."""
-    early = {"true": True, "false": False, "never": "never"}[args.early_stopping]
-    kwargs = {"n": args.n, "best_of": args.best_of, "vote": args.vote, "num_beams": args.num_beams,
-              "length_penalty": args.length_penalty, "early_stopping": early, "logprobs": args.logprobs}
-    asked = args.n != 1 or args.best_of or args.vote or args.num_beams != 1 or args.logprobs
-    return kwargs if asked else {}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
     _add_speculation(p)
-    _add_test_time(p)
+    cli_batching.add_test_time(p)
 
     p = sub.add_parser("bench", help="time TTFT, decode tokens/s and peak RSS")
     p.add_argument("model")
@@ -118,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
     _add_speculation(p)
+    cli_batching.add_batching_bench(p)
 
     p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
     p.add_argument("model", type=Path, help="export folder or .onnx file")
@@ -298,19 +278,8 @@ def _cmd_generate(args) -> int:
                     providers=args.providers, inference_precision=args.inference_precision)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     kwargs = _sampling_kwargs(args) | {"speculate": _speculate(args), "draft_tokens": args.draft_tokens}
-    if test_time := _test_time_kwargs(args):
-        results = lm.generate(prompt, **kwargs | test_time)
-        results = results if isinstance(results, list) else [results]
-        if args.json:
-            print_json([r.to_dict() for r in results] if args.n > 1 else results[0].to_dict())
-            return 0
-        for i, result in enumerate(results):
-            print(("" if len(results) == 1 else f"--- completion {i + 1}\n") + result.text)
-        if results[0].answer is not None:
-            print(f"[answer {results[0].answer!r}; votes {results[0].votes}]", file=sys.stderr)
-        if results[0].score is not None:
-            print(f"[score {results[0].score:.4f}]", file=sys.stderr)
-        return 0
+    if (done := cli_batching.generate_test_time(args, lm, prompt, kwargs)) is not None:
+        return done
     if args.json:
         result = lm.generate([prompt] if args.chat else prompt, **kwargs)
         result = result[0] if isinstance(result, list) else result
@@ -339,6 +308,8 @@ def _cmd_bench(args) -> int:
                                                inference_precision=args.inference_precision))
     prompts, new_tokens = bench_prompts(args, lm.tokenizer, lm.backend.max_context)
     ignore_eos = args.ignore_eos or bool(args.workload)
+    if args.concurrency or args.n:
+        return cli_batching.bench_batching(args, lm, prompts, new_tokens, ignore_eos)
     if args.speculate:
         report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,
                                        ignore_eos)
