@@ -13,8 +13,10 @@ from luodi.runtimes.sampling import GenerationConfig
 from luodi.runtimes.scheduler import Scheduler, log_softmax
 from luodi.runtimes.slot_pool import BLOCK, SlotPool
 
-PROMPTS = [[3, 14, 15, 92, 65, 35], [5, 6], list(range(10, 40)), [7, 8, 9, 10], [100, 200, 300], [11] * 12, [42]]
-NEW = [20, 7, 15, 25, 10, 18, 9]
+# the first two join together with one length (one batched prefill on the slots), the rest one or two at a time
+PROMPTS = [[3, 14, 15, 92, 65, 35], [9, 8, 7, 6, 5, 4], [5, 6], list(range(10, 40)), [7, 8, 9, 10], [100, 200, 300],
+           [11] * 12, [42]]
+NEW = [20, 11, 7, 15, 25, 10, 18, 9]
 LAYOUTS = ["shared_buffer", "concat", "scatter_buffer", "openvino"]
 
 
@@ -61,13 +63,21 @@ def _staggered(scheduler, prompts=PROMPTS, new=NEW):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_rows_joining_and_reusing_slots_match_each_prompt_alone(layout, models):
-    """Seven requests through three rows: rows join mid-way, leave at their own budgets, and the next request
+    """Eight requests through three rows: rows join mid-way, leave at their own budgets, and the next request
     takes a finished row's place; each row's greedy ids are its prompt's alone."""
     lm = models(layout)
     scheduler = Scheduler(lm.backend, lm.eos_ids, lm.pad_id, max_rows=3)
     expected = SlotPool if layout == "shared_buffer" else PaddedRows
     assert type(scheduler.cache) is expected
-    sequences = _staggered(scheduler)
+    shapes = []
+    if layout == "shared_buffer":  # record the prefills' shapes: the two 6-token prompts run as one batch
+        run = lm.backend.run_bound
+        lm.backend.run_bound = lambda binding, ids, *rest: (shapes.append(ids.shape), run(binding, ids, *rest))[1]
+    try:
+        sequences = _staggered(scheduler)
+    finally:
+        lm.backend.__dict__.pop("run_bound", None)
+    assert layout != "shared_buffer" or (2, 6) in shapes
     assert [s.tokens for s in sequences] == _alone(lm)
     assert all(s.finish_reason == "length" for s in sequences)
     memory = scheduler.cache.memory()
@@ -93,10 +103,10 @@ def test_n_samples_prefill_once_and_fork(layout, models):
     original = scheduler.cache.prefill
     scheduler.cache.prefill = lambda prompts, reserve: (prefilled.extend(prompts), original(prompts, reserve))[1]
     greedy = scheduler.submit(PROMPTS[0], _greedy(12), n=4)
-    other = scheduler.submit(PROMPTS[1], _greedy(6))
+    other = scheduler.submit(PROMPTS[2], _greedy(6))
     scheduler.run()
-    assert prefilled == [PROMPTS[0], PROMPTS[1]]
-    alone = _alone(lm, PROMPTS[:2], [12, 6])
+    assert prefilled == [PROMPTS[0], PROMPTS[2]]
+    alone = _alone(lm, [PROMPTS[0], PROMPTS[2]], [12, 6])
     assert [s.tokens for s in greedy] == [alone[0]] * 4 and other[0].tokens == alone[1]
 
     def sampled():
@@ -132,14 +142,14 @@ def test_slot_memory_follows_real_lengths(models):
     lm = models("shared_buffer")
     scheduler = Scheduler(lm.backend, lm.eos_ids, lm.pad_id, max_rows=4)
     per_slot = scheduler.cache.position_bytes
-    scheduler.submit(PROMPTS[1], _greedy(5))
+    scheduler.submit(PROMPTS[2], _greedy(5))
     scheduler.step()
     assert scheduler.cache.allocated_bytes() == 4 * BLOCK * per_slot < 4 * lm.backend.max_context * per_slot
     scheduler.submit(list(range(1, 101)), _greedy(5))
     scheduler.step()
     assert scheduler.cache.allocated_bytes() == 4 * 2 * BLOCK * per_slot
     memory = scheduler.cache.memory()
-    assert memory["positions_in_use"] == (len(PROMPTS[1]) + 2) + 101
+    assert memory["positions_in_use"] == (len(PROMPTS[2]) + 2) + 101
     assert memory["bytes_in_use"] == memory["positions_in_use"] * per_slot
     scheduler.run()
     assert scheduler.cache.allocated_bytes() == 0

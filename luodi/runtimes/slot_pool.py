@@ -4,7 +4,7 @@ One [slots, kv_heads, capacity, head_dim] buffer per layer and key/value, bound 
 is a slot; every row holds its positions from 0 at its own length. A decode step runs the live slots 0..k-1
 whole: the mask's row sums are the rows' lengths (GroupQueryAttention's seqlens_k writes each row's new
 position at its own length and applies the rotary embedding at that position), its width the longest; nothing
-is padded. A prompt runs alone on its slot's rows of the buffers (the op's first-prompt case, batch 1).
+is padded. Prompts of one length run together on consecutive new slots (the op's first-prompt case: no padding).
 
 Memory follows the sequences' real lengths: the capacity grows (doubling, in blocks of `block` positions, up
 to max context) only when a row outgrows it, and a slot's unwritten positions are zero pages the operating
@@ -74,16 +74,21 @@ class SlotPool(SequenceCache):
         return self._binding[1]
 
     def prefill(self, prompts: list[list[int]], reserve: list[int]) -> tuple[list[int], np.ndarray]:
-        """Each prompt on its own new slot, batch 1 (GroupQueryAttention's first prompt)."""
-        rows, logits = self._new_handles(reserve), []
-        for row, prompt in zip(rows, prompts):
-            self._ensure(len(prompt))
-            slot = self.slot[row] = len(self.slot)
-            binding = self.kv.bind([a[slot:slot + 1] for a in self.arrays])
-            ids = np.asarray([prompt], dtype=np.int64)
-            positions = np.arange(len(prompt), dtype=np.int64)[None]
-            logits.append(self.backend.run_bound(binding, ids, np.ones_like(ids), positions)[0, -1])
-            self.lengths[row] = len(prompt)
+        """Prompts of one length run together on consecutive new slots (GroupQueryAttention's first prompt takes a
+        batch without padding), each length apart; the logits in the prompts' order."""
+        rows, logits = self._new_handles(reserve), [None] * len(prompts)
+        self._ensure(max(len(p) for p in prompts) + 1)  # room for the first decoded token too
+        for length in sorted({len(p) for p in prompts}):
+            group = [i for i, p in enumerate(prompts) if len(p) == length]
+            first = len(self.slot)
+            for offset, i in enumerate(group):
+                self.slot[rows[i]], self.lengths[rows[i]] = first + offset, length
+            binding = self.kv.bind([a[first:first + len(group)] for a in self.arrays])
+            ids = np.asarray([prompts[i] for i in group], dtype=np.int64)
+            positions = np.broadcast_to(np.arange(length, dtype=np.int64), ids.shape)
+            out = self.backend.run_bound(binding, ids, np.ones_like(ids), np.ascontiguousarray(positions))[:, -1]
+            for i, row_logits in zip(group, out):
+                logits[i] = row_logits
         self.note_peak()
         return rows, np.stack(logits)
 
@@ -106,8 +111,14 @@ class SlotPool(SequenceCache):
         return logits[[self.slot[r] for r in rows]]
 
     def _copy(self, targets: list[int], sources: list[int], length: int) -> None:
+        """Slot sources[i]'s first `length` positions into slot targets[i] (sources read before any is written)."""
+        if set(targets) & set(sources):
+            for a in self.arrays:
+                a[targets, :, :length] = a[sources, :, :length]
+            return
         for a in self.arrays:
-            a[targets, :, :length] = a[sources, :, :length]
+            for target, source in zip(targets, sources):
+                a[target, :, :length] = a[source, :, :length]
 
     def fork(self, row: int, n: int) -> list[int]:
         """n new slots holding a copy of the row's positions."""
