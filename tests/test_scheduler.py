@@ -186,3 +186,20 @@ def test_log_probabilities_are_the_models(models):
     top = seq.top_logprobs[0]
     assert [t for t, _ in top] == list(np.argsort(-expected)[:5]) and top[0][0] == seq.tokens[0]
     assert all(a[1] >= b[1] for a, b in zip(top, top[1:]))
+
+
+def test_prompts_starting_alike_reuse_a_live_rows_positions(models):
+    """Requests sharing a 20-token system prefix (one arriving while another runs, two identical in one admission)
+    copy the live row's positions and compute only the rest; each still gives its greedy ids alone."""
+    lm = models("shared_buffer")
+    system = list(range(50, 70))
+    prompts = [system + [1, 2, 3], system + [4, 5], system + [6, 7, 8, 9], system + [6, 7, 8, 9], [3] * 20]
+    new = [12, 9, 7, 10, 5]
+    scheduler = Scheduler(lm.backend, lm.eos_ids, lm.pad_id, max_rows=4)
+    first = scheduler.submit(prompts[0], _greedy(new[0]))
+    scheduler.step()
+    rest = [scheduler.submit(p, _greedy(n))[0] for p, n in zip(prompts[1:], new[1:])]
+    scheduler.run()
+    assert [s.tokens for s in first + rest] == _alone(lm, prompts, new)
+    # the second and third share the system prompt with the first, the fourth all but its last token with the third
+    assert scheduler.cache.memory()["reused_prefix_positions"] == 20 + 20 + 23

@@ -44,6 +44,7 @@ class SequenceCache(ABC):
         self.reserved: dict[int, int] = {}  # row -> worst-case positions it was admitted with
         self._next_handle = 0
         self.peak = {"rows": 0, "positions_in_use": 0, "bytes_allocated": 0}
+        self.reused_positions = 0  # prompt positions copied from a live row instead of computed (prefix reuse)
 
     # --- the contract (module docstring) ---
     @abstractmethod
@@ -123,7 +124,7 @@ class SequenceCache(ABC):
                 "bytes_allocated": self.allocated_bytes(), "position_bytes": per,
                 "peak_rows": self.peak["rows"], "peak_positions_in_use": self.peak["positions_in_use"],
                 "peak_bytes_in_use": None if per is None else self.peak["positions_in_use"] * per,
-                "peak_bytes_allocated": self.peak["bytes_allocated"]}
+                "peak_bytes_allocated": self.peak["bytes_allocated"], "reused_prefix_positions": self.reused_positions}
 
 
 def cache_for(backend, pad_id: int, max_rows: int = 8, kv_positions: int | None = None) -> SequenceCache:

@@ -21,6 +21,16 @@ from ..errors import ContextLengthError
 from .sequence_cache import SequenceCache
 
 BLOCK = 64  # positions the capacity grows by, at least
+MIN_SHARED_PREFIX = 16  # a prompt starting with this many tokens of a live row's prompt reuses its positions
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class SlotPool(SequenceCache):
@@ -32,7 +42,8 @@ class SlotPool(SequenceCache):
         kv = getattr(backend, "kv", None)
         return getattr(kv, "layout", None) is SHARED_BUFFER
 
-    def __init__(self, backend, max_rows: int, kv_positions: int | None, block: int = BLOCK):
+    def __init__(self, backend, max_rows: int, kv_positions: int | None, block: int = BLOCK,
+                 min_shared_prefix: int | None = MIN_SHARED_PREFIX):
         g = backend.kv.geometry
         super().__init__(max_rows, kv_positions,
                          kv_bytes_per_position(g.num_layers, g.kv_heads, g.head_dim, np.dtype(g.dtype).name))
@@ -40,6 +51,8 @@ class SlotPool(SequenceCache):
         self.arrays: list[np.ndarray] | None = None
         self.slot: dict[int, int] = {}  # row -> slot, live slots packed at 0..k-1
         self.lengths: dict[int, int] = {}
+        self.prompts: dict[int, list[int]] = {}  # row -> its prompt, which a later prompt may start with
+        self.min_shared_prefix = min_shared_prefix
         self._binding = None  # (live slots, binding of the buffers' first live slots)
 
     def allocated_bytes(self) -> int:
@@ -74,23 +87,51 @@ class SlotPool(SequenceCache):
         return self._binding[1]
 
     def prefill(self, prompts: list[list[int]], reserve: list[int]) -> tuple[list[int], np.ndarray]:
-        """Prompts of one length run together on consecutive new slots (GroupQueryAttention's first prompt takes a
-        batch without padding), each length apart; the logits in the prompts' order."""
+        """A prompt starting like a live row's (min_shared_prefix tokens or more) copies that row's positions and
+        runs only the rest; the others run as one batch per length on consecutive new slots (GroupQueryAttention's
+        first prompt takes a batch without padding). The logits in the prompts' order."""
         rows, logits = self._new_handles(reserve), [None] * len(prompts)
         self._ensure(max(len(p) for p in prompts) + 1)  # room for the first decoded token too
-        for length in sorted({len(p) for p in prompts}):
-            group = [i for i, p in enumerate(prompts) if len(p) == length]
+        sources = self._prefix_sources(prompts, rows)
+        fresh = [i for i in range(len(prompts)) if i not in sources]
+        for length in sorted({len(prompts[i]) for i in fresh}):
+            group = [i for i in fresh if len(prompts[i]) == length]
             first = len(self.slot)
             for offset, i in enumerate(group):
-                self.slot[rows[i]], self.lengths[rows[i]] = first + offset, length
-            binding = self.kv.bind([a[first:first + len(group)] for a in self.arrays])
+                self.slot[rows[i]] = first + offset
             ids = np.asarray([prompts[i] for i in group], dtype=np.int64)
-            positions = np.broadcast_to(np.arange(length, dtype=np.int64), ids.shape)
-            out = self.backend.run_bound(binding, ids, np.ones_like(ids), np.ascontiguousarray(positions))[:, -1]
-            for i, row_logits in zip(group, out):
+            for i, row_logits in zip(group, self._run(first, len(group), ids, 0)):
                 logits[i] = row_logits
+        for i, (source, shared) in sources.items():  # in order: a source may be a prompt reused just before
+            self.slot[rows[i]] = len(self.slot)
+            self._copy([self.slot[rows[i]]], [self.slot[source]], shared)
+            logits[i] = self._run(self.slot[rows[i]], 1, np.asarray([prompts[i][shared:]], dtype=np.int64),
+                                  shared)[0]
+            self.reused_positions += shared
+        for row, prompt in zip(rows, prompts):
+            self.lengths[row], self.prompts[row] = len(prompt), prompt
         self.note_peak()
         return rows, np.stack(logits)
+
+    def _prefix_sources(self, prompts: list[list[int]], rows: list[int]) -> dict[int, tuple[int, int]]:
+        """{prompt index: (row whose positions it starts with, shared length)} for the prompts sharing at least
+        min_shared_prefix tokens with a live row's prompt or an earlier prompt of the call (the longest; at least
+        the last token is left to run)."""
+        candidates, sources = dict(self.prompts), {}
+        for i, prompt in enumerate(prompts):
+            shared, source = max(((_common_prefix(prompt, p), r) for r, p in candidates.items()), default=(0, None))
+            shared = min(shared, len(prompt) - 1)
+            if self.min_shared_prefix and shared >= self.min_shared_prefix:
+                sources[i] = (source, shared)
+            candidates[rows[i]] = prompt
+        return sources
+
+    def _run(self, first: int, count: int, ids: np.ndarray, past: int) -> np.ndarray:
+        """Run new positions past..past+n of `count` consecutive slots from `first`; their last logits."""
+        binding = self.kv.bind([a[first:first + count] for a in self.arrays])
+        total = past + ids.shape[1]
+        positions = np.ascontiguousarray(np.broadcast_to(np.arange(past, total, dtype=np.int64), ids.shape))
+        return self.backend.run_bound(binding, ids, np.ones((count, total), dtype=np.int64), positions)[:, -1]
 
     def decode(self, rows: list[int], tokens: list[int]) -> np.ndarray:
         """Every live slot steps (a live row not listed is fed a pad token at its own length, which its next real
@@ -125,6 +166,7 @@ class SlotPool(SequenceCache):
         new = self._new_handles([self.reserved[row]] * n)
         for handle in new:
             self.slot[handle], self.lengths[handle] = len(self.slot), self.lengths[row]
+            self.prompts[handle] = self.prompts[row]
         self._copy([self.slot[h] for h in new], [self.slot[row]] * n, self.lengths[row])
         self.note_peak()
         return new
@@ -143,7 +185,7 @@ class SlotPool(SequenceCache):
         """Free the row's slot; the last live row moves into it, so live slots stay packed."""
         self._forget(row)
         slot, last = self.slot.pop(row), len(self.slot)
-        del self.lengths[row]
+        del self.lengths[row], self.prompts[row]
         if slot != last:
             moving = next(r for r, s in self.slot.items() if s == last)
             self._copy([slot], [last], self.lengths[moving])
