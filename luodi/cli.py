@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the named models in configs/models/")
     cli_measure.add_parsers(sub)
+    cli_batching.add_parsers(sub)
     return ap
 
 
@@ -385,7 +386,7 @@ def main(argv=None) -> int:
     1 (2 for a bad flag, from argparse); anything else is a bug and keeps its traceback."""
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
                "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
-               "triton": _cmd_triton, **cli_measure.HANDLERS}
+               "triton": _cmd_triton, **cli_measure.HANDLERS, **cli_batching.HANDLERS}
     try:
         args = _parser().parse_args(argv)
         return handler[args.command](args)

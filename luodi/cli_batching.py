@@ -1,10 +1,12 @@
-"""The command line's many-sequences options: `generate --n/--best-of/--vote/--num-beams/--logprobs` and
-`bench --concurrency/--n` (docs/BATCHING.md)."""
+"""The command line's many-sequences options: `generate --n/--best-of/--vote/--num-beams/--logprobs`,
+`bench --concurrency/--n` and the `answers` subcommand (docs/BATCHING.md)."""
 
 import sys
+from pathlib import Path
 
-from .cli_checks import finite_float, non_negative_int, positive_int, print_json
+from .cli_checks import finite_float, non_negative_int, positive_int, print_json, thread_count
 from .errors import LuodiError
+from .paths import configs_dir
 
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
 
@@ -71,3 +73,36 @@ def bench_batching(args, lm, prompts: list[list[int]], new_tokens: int, ignore_e
             print(f"{args.model} [{report['backend']}, {args.threads} threads]: " +
                   (format_concurrency(report) if args.concurrency else format_shared_prompt(report)))
     return 0
+
+
+def add_parsers(sub) -> None:
+    """Add `answers` to the `luodi` subparsers."""
+    p = sub.add_parser("answers", help="accuracy of greedy, vote=N and best_of=N on questions with known answers")
+    p.add_argument("model", help="export folder")
+    p.add_argument("--questions", type=Path, default=configs_dir() / "questions" / "arithmetic.yaml",
+                   help="questions file (default configs/questions/arithmetic.yaml)")
+    p.add_argument("--samples", type=positive_int, default=8, help="N of vote=N and best_of=N")
+    p.add_argument("--temperature", type=finite_float, default=0.7)
+    p.add_argument("--max-new-tokens", type=positive_int, default=128)
+    p.add_argument("--threads", type=thread_count)
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_answers(args) -> int:
+    """Print the accuracies of greedy, vote and best-of on a questions file."""
+    import luodi
+
+    from .answer_accuracy import answer_accuracy
+
+    report = answer_accuracy(luodi.load(args.model, threads=args.threads), args.questions, args.samples,
+                             args.temperature, args.max_new_tokens)
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{len(report['questions'])} questions ({args.questions}): greedy {report['greedy_accuracy']:.0%}, "
+              f"vote={args.samples} {report['vote_accuracy']:.0%}, best_of={args.samples} "
+              f"{report['best_of_accuracy']:.0%} (temperature {args.temperature})")
+    return 0
+
+
+HANDLERS = {"answers": cmd_answers}

@@ -33,3 +33,21 @@ def test_bench_shared_prompt_json(export_dir, capsys):
     with pytest.raises(SystemExit):
         main(["bench", folder, "--n", "2", "--concurrency", "2"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_answers_reports_each_kind_of_accuracy(export_dir, tmp_path, capsys):
+    """Accuracies are the shares of questions each kind answered right (by the default extractor)."""
+    questions = tmp_path / "q.yaml"
+    questions.write_text('instruction: "Reply with a number."\nquestions:\n  - {question: "1 + 1?", answer: 2}\n'
+                         '  - {question: "2 + 3?", answer: 5}\n')
+    folder = str(export_dir("tiny-llama"))
+    assert main(["answers", folder, "--questions", str(questions), "--samples", "3", "--max-new-tokens", "6",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = report["questions"]
+    assert [r["expected"] for r in rows] == ["2", "5"] and all(sum(r["votes"].values()) <= 3 for r in rows)
+    for kind in ("greedy", "vote", "best_of"):
+        assert report[f"{kind}_accuracy"] == sum(r[kind] == r["expected"] for r in rows) / 2
+    questions.write_text("questions: [1, 2]\n")
+    assert main(["answers", folder, "--questions", str(questions)]) == 1
+    assert "needs a 'questions' list" in capsys.readouterr().err
