@@ -98,15 +98,15 @@ def run_shared_prompt_bench(lm, prompt_ids: list[int], new_tokens: int, n: int, 
 
 def format_concurrency(report: dict) -> str:
     """One paragraph of the --concurrency report."""
-    ttft, pool = report["ttft_s"], report["kv_pool"]
-    return (f"{report['concurrency']} requests together: aggregate decode {report['aggregate_decode_tokens_per_s']:.1f} "
-            f"tokens/s vs {report['single_decode_tokens_per_s']:.1f} alone ({report['speedup_vs_one']:.2f}x); per "
-            f"request {report['per_request_decode_tokens_per_s_median']:.1f} tokens/s; TTFT p50 {ttft['p50'] * 1e3:.0f} "
-            f"p90 {ttft['p90'] * 1e3:.0f} p99 {ttft['p99'] * 1e3:.0f} ms (alone {report['single_ttft_s'] * 1e3:.0f}); "
-            f"KV peak in use {(pool['peak_bytes_in_use'] or 0) / 2**20:.1f} MB, buffers "
-            f"{pool['peak_bytes_allocated'] / 2**20:.1f} MB; ids identical to one alone: "
-            f"{report['ids_identical_to_single']}; peak RSS {report['peak_rss_mb']:.0f} MB "
-            f"(medians of {report['repeat']} alternating runs)")
+    r, ttft, pool = report, report["ttft_s"], report["kv_pool"]
+    ms = {key: value * 1e3 for key, value in ttft.items()}
+    return (f"{r['concurrency']} requests together: aggregate decode {r['aggregate_decode_tokens_per_s']:.1f} "
+            f"tokens/s vs {r['single_decode_tokens_per_s']:.1f} alone ({r['speedup_vs_one']:.2f}x); per request "
+            f"{r['per_request_decode_tokens_per_s_median']:.1f} tokens/s; TTFT p50 {ms['p50']:.0f} p90 {ms['p90']:.0f} "
+            f"p99 {ms['p99']:.0f} ms (alone {r['single_ttft_s'] * 1e3:.0f}); KV peak in use "
+            f"{(pool['peak_bytes_in_use'] or 0) / 2**20:.1f} MB, buffers {pool['peak_bytes_allocated'] / 2**20:.1f} MB; "
+            f"ids identical to one alone: {r['ids_identical_to_single']}; peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"(medians of {r['repeat']} alternating runs)")
 
 
 def format_shared_prompt(report: dict) -> str:
