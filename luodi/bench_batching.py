@@ -104,7 +104,8 @@ def format_concurrency(report: dict) -> str:
             f"tokens/s vs {r['single_decode_tokens_per_s']:.1f} alone ({r['speedup_vs_one']:.2f}x); per request "
             f"{r['per_request_decode_tokens_per_s_median']:.1f} tokens/s; TTFT p50 {ms['p50']:.0f} p90 {ms['p90']:.0f} "
             f"p99 {ms['p99']:.0f} ms (alone {r['single_ttft_s'] * 1e3:.0f}); KV peak in use "
-            f"{(pool['peak_bytes_in_use'] or 0) / 2**20:.1f} MB, buffers {pool['peak_bytes_allocated'] / 2**20:.1f} MB; "
+            f"{(pool['peak_bytes_in_use'] or 0) / 2**20:.1f} MB, buffers "
+            f"{pool['peak_bytes_allocated'] / 2**20:.1f} MB; "
             f"ids identical to one alone: {r['ids_identical_to_single']}; peak RSS {r['peak_rss_mb']:.0f} MB "
             f"(medians of {r['repeat']} alternating runs)")
 
