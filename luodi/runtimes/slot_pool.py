@@ -11,7 +11,10 @@ to max context) only when a row outgrows it, and a slot's unwritten positions ar
 system has not backed. Live slots stay packed at the front: a released slot is filled by moving the last live
 row into it (a copy of its positions), so a step never computes a finished row. When the pool empties, the
 buffers are dropped. fork and reorder copy a row's positions into other slots (the prompt is computed once,
-its keys/values copied n - 1 times; no block reference counts).
+its keys/values copied n - 1 times; no block reference counts: the op reads each row as one contiguous
+[kv_heads, capacity, head_dim] block, so rows cannot share pages). A prompt that starts with at least
+min_shared_prefix tokens of a live row's prompt (one system prompt) copies those positions the same way and
+runs only its remaining tokens (batch 1 with a past: the op's subsequent-prompt case).
 """
 
 import numpy as np
