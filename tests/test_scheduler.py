@@ -84,10 +84,11 @@ def test_rows_joining_and_reusing_slots_match_each_prompt_alone(layout, models):
     assert memory["peak_rows"] == 3 and memory["rows"] == 0 and memory["bytes_allocated"] == 0
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-qwen2"])
-def test_slots_on_other_families(name, export_dir):
-    """Learned positions (GPT-2) and Qwen2's attention biases through GroupQueryAttention's slots."""
-    lm = luodi.load(export_dir(name))
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-qwen2", "tiny-qwen2 int4"])
+def test_slots_on_other_families(name, export_dir, quantized):
+    """Learned positions (GPT-2), Qwen2's attention biases and int4 MatMulNBits weights through GroupQueryAttention's
+    slots."""
+    lm = luodi.load(quantized("int4") if name.endswith("int4") else export_dir(name))
     scheduler = Scheduler(lm.backend, lm.eos_ids, lm.pad_id, max_rows=2)
     assert isinstance(scheduler.cache, SlotPool)
     assert [s.tokens for s in _staggered(scheduler)] == _alone(lm)
