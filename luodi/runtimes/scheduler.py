@@ -62,13 +62,6 @@ class Sequence:
         return float(np.mean(self.logprobs)) if self.logprobs else float("-inf")
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Log-probabilities of a row of logits, in float64."""
-    logits = logits.astype(np.float64)
-    top = logits.max(axis=-1, keepdims=True)
-    return logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
-
-
 class Scheduler:
     """Runs many independent sequences at once on one backend (module docstring). `max_rows` sequences at most;
     `kv_positions`, if set, caps the KV positions all admitted sequences may reach together."""
@@ -161,29 +154,43 @@ class Scheduler:
                                                                          for g in groups])
         admitted = []
         for group, row, row_logits in zip(groups, rows, logits):
+            for seq in group:  # the first tokens are known before the prompt's cache is copied for the others
+                self._pick(seq, row_logits)
             for seq, seq_row in zip(group, [row] + (self.cache.fork(row, len(group) - 1) if len(group) > 1 else [])):
                 seq.row = seq_row
                 self.running.append(seq)
-                self._emit(seq, row_logits)
+                self._stop_if_done(seq)
                 admitted.append(seq)
         return admitted
 
     def _emit(self, seq: Sequence, logits: np.ndarray) -> None:
-        """Pick the sequence's next token from its logits [vocab], record it, finish the sequence if it stops."""
+        """Pick the sequence's next token and finish the sequence if it stops."""
+        self._pick(seq, logits)
+        self._stop_if_done(seq)
+
+    def _pick(self, seq: Sequence, logits: np.ndarray) -> None:
+        """Pick the sequence's next token from its logits [vocab] and record it with its log-probabilities."""
         config = seq.config
-        picked = logits.copy()
+        picked = logits
         if config.ignore_eos and self.eos_ids:
+            picked = logits.copy()
             picked[sorted(self.eos_ids)] = -np.inf
         seen = [np.asarray(seq.prompt + seq.tokens)] if config.repetition_penalty != 1.0 else [None]
         token = int(seq.selector(picked[None], seen)[0])
-        logprobs = log_softmax(logits)
+        top = logits.max()
+        log_total = float(top) + float(np.log(np.exp(logits - top).sum(dtype=np.float64)))
         seq.tokens.append(token)
-        seq.logprobs.append(float(logprobs[token]))
+        seq.logprobs.append(float(logits[token]) - log_total)
         if seq.top_k_logprobs:
-            top = np.argsort(-logprobs)[:seq.top_k_logprobs]
-            seq.top_logprobs.append([(int(t), float(logprobs[t])) for t in top])
+            best = np.argpartition(-logits, seq.top_k_logprobs)[:seq.top_k_logprobs]
+            best = best[np.argsort(-logits[best], kind="stable")]
+            seq.top_logprobs.append([(int(t), float(logits[t]) - log_total) for t in best])
         seq.last_token_at = time.perf_counter()
         seq.first_token_at = seq.first_token_at or seq.last_token_at
+
+    def _stop_if_done(self, seq: Sequence) -> None:
+        """Finish the sequence if its last token is a stop token or its budget is spent."""
+        config, token = seq.config, seq.tokens[-1]
         stops = set(config.stop_token_ids) | (set() if config.ignore_eos else self.eos_ids)
         if token in stops:
             self.finish(seq, "stop")
