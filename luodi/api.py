@@ -31,11 +31,21 @@ class GenerationResult:
     token_ids: list[int]
     finish_reason: str
     stats: GenerationStats
+    logprobs: list[float] | None = None  # each chosen token's log-probability (n, best_of, vote, logprobs)
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # (token, log-probability) alternatives per step
+    score: float | None = None  # best_of's score, or beam search's length-penalised log-probability
+    answer: str | None = None  # vote: the majority answer, with its vote counts
+    votes: dict | None = None
+    samples: list["GenerationResult"] | None = None  # best_of / vote: every sample
 
     def to_dict(self) -> dict:
-        """JSON-ready form (the CLI's --json output)."""
+        """JSON-ready form (the CLI's --json output); the test-time compute fields when set."""
+        extra = {name: getattr(self, name) for name in ("logprobs", "top_logprobs", "score", "answer", "votes")
+                 if getattr(self, name) is not None}
+        if self.samples is not None:
+            extra["samples"] = [s.to_dict() for s in self.samples]
         return {"text": self.text, "token_ids": self.token_ids, "finish_reason": self.finish_reason,
-                "stats": self.stats.to_dict()}
+                "stats": self.stats.to_dict(), **extra}
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
@@ -128,7 +138,9 @@ class LanguageModel:
             results.append(GenerationResult(text, loop.tokens[row], loop.finish_reasons[row], loop.stats))
         return results
 
-    def generate(self, prompt, speculate=None, draft_tokens: int | None = None, **kwargs):
+    def generate(self, prompt, speculate=None, draft_tokens: int | None = None, n: int = 1, best_of: int | None = None,
+                 vote: int | None = None, num_beams: int = 1, length_penalty: float = 1.0, early_stopping=False,
+                 logprobs: int = 0, score=None, extract=None, **kwargs):
         """Generate for one prompt (str, token ids or chat messages) or a list of prompts (batched, left-padded).
 
         Keyword arguments are GenerationConfig fields: max_new_tokens, do_sample, temperature, top_k, top_p,
@@ -136,7 +148,19 @@ class LanguageModel:
         `speculate` ("lookup", a draft model, or both; see speculation()) drafts up to `draft_tokens` tokens per step
         (default 7, adapted to how often drafts land); the output is plain decoding's (greedy: identical ids;
         sampling: the same distribution). Speculation runs one prompt at a time.
+
+        Test-time compute (one prompt, its prefill run once; luodi/multi_sample.py): `n` samples (a list),
+        `best_of` (the best by mean log-probability or `score(result)`), `vote` (self-consistency: the majority
+        answer by `extract(text)`, with vote counts), `num_beams` (beam search, `length_penalty` and
+        `early_stopping` as in transformers); `logprobs=k` adds each token's log-probability and k alternatives.
         """
+        if n != 1 or best_of is not None or vote is not None or num_beams != 1 or logprobs:
+            from .multi_sample import generate_many
+
+            if speculate is not None:
+                raise LuodiError("speculate runs plain decoding only, not with n, best_of, vote, num_beams or logprobs")
+            return generate_many(self, prompt, self._config(kwargs), n, best_of, vote, num_beams, length_penalty,
+                                 early_stopping, logprobs, score, extract)
         batch = isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list))
         config = self._config(kwargs)
         speculation = None if speculate is None else self.speculation(speculate, draft_tokens)

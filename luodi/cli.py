@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import cli_measure
+from . import cli_batching, cli_measure
 from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
                          positive_float, positive_int, print_json, thread_count, utf8_text)
 from .errors import LuodiError, one_line
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object: text, token_ids, stats")
     _add_sampling(p)
     _add_speculation(p)
+    cli_batching.add_test_time(p)
 
     p = sub.add_parser("bench", help="time TTFT, decode tokens/s and peak RSS")
     p.add_argument("model")
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
     _add_speculation(p)
+    cli_batching.add_batching_bench(p)
 
     p = sub.add_parser("inspect", help="op histogram, pass matches, fused ops, weight, KV and activation bytes")
     p.add_argument("model", type=Path, help="export folder or .onnx file")
@@ -134,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the named models in configs/models/")
     cli_measure.add_parsers(sub)
+    cli_batching.add_parsers(sub)
     return ap
 
 
@@ -259,6 +262,8 @@ def _cmd_generate(args) -> int:
                     providers=args.providers, inference_precision=args.inference_precision)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     kwargs = _sampling_kwargs(args) | {"speculate": _speculate(args), "draft_tokens": args.draft_tokens}
+    if (done := cli_batching.generate_test_time(args, lm, prompt, kwargs)) is not None:
+        return done
     if args.json:
         result = lm.generate([prompt] if args.chat else prompt, **kwargs)
         result = result[0] if isinstance(result, list) else result
@@ -287,6 +292,8 @@ def _cmd_bench(args) -> int:
                                                inference_precision=args.inference_precision))
     prompts, new_tokens = bench_prompts(args, lm.tokenizer, lm.backend.max_context)
     ignore_eos = args.ignore_eos or bool(args.workload)
+    if args.concurrency or args.n:
+        return cli_batching.bench_batching(args, lm, prompts, new_tokens, ignore_eos)
     if args.speculate:
         report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,
                                        ignore_eos)
@@ -362,7 +369,7 @@ def main(argv=None) -> int:
     1 (2 for a bad flag, from argparse); anything else is a bug and keeps its traceback."""
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
                "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
-               "triton": _cmd_triton, **cli_measure.HANDLERS}
+               "triton": _cmd_triton, **cli_measure.HANDLERS, **cli_batching.HANDLERS}
     try:
         args = _parser().parse_args(argv)
         return handler[args.command](args)

@@ -74,6 +74,21 @@ class Backend(ABC):
         """Prepare to take turns with another model on the same cores (a draft model's steps run between this
         one's): a backend whose threads busy-wait between runs stops doing so. Nothing to do by default."""
 
+    def kv_arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """The state's cache as arrays [batch, kv_heads, past_length, head_dim] by past name, each row's positions
+        in the mask columns they were written at (a rows-padded layout: runtimes/padded_rows.py merges, forks and
+        drops rows through these). None can by default."""
+        raise LuodiError(f"the {self.name} backend cannot hand out its KV cache, so it cannot batch continuously")
+
+    def set_kv_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """Make `arrays` (as kv_arrays gives them) the state's cache; the batch and past length follow them."""
+        raise LuodiError(f"the {self.name} backend cannot take a KV cache, so it cannot batch continuously")
+
+    def gather_rows(self, state: KVState, index: np.ndarray) -> None:
+        """Make row i of the state continue cached row index[i] (OpenVINO's beam_idx): rows dropped, forked or
+        reordered. By default through kv_arrays/set_kv_arrays (a copy)."""
+        self.set_kv_arrays(state, {name: array[index] for name, array in self.kv_arrays(state).items()})
+
     def rollback(self, state: KVState, past_length: int) -> None:
         """Forget the cached positions from `past_length` on (rejected speculative drafts), so the next step
         continues after position past_length - 1."""

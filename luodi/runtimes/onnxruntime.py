@@ -91,6 +91,11 @@ class OrtBackend(Backend):
         """The manifest's name of the graph's KV-cache layout."""
         return self.kv.layout.name
 
+    @property
+    def kv_dtype(self) -> str:
+        """The KV cache's element type (numpy's name)."""
+        return np.dtype(self.kv.geometry.dtype).name
+
     def _open_session(self):
         path, threads, providers = self._session_args
         try:
@@ -136,6 +141,15 @@ class OrtBackend(Backend):
 
     def _truncate(self, state: KVState, past_length: int) -> None:
         self.kv.truncate(state, past_length)
+
+    def kv_arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """The cache as arrays, from the strategy (concat and scatter_buffer: rows padded as mask columns)."""
+        return self.kv.arrays(state)
+
+    def set_kv_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """The arrays as the state's cache; its batch and past length follow them."""
+        self.kv.set_arrays(state, arrays)
+        state.batch, _, state.past_length, _ = next(iter(arrays.values())).shape
 
     def io_binding(self):
         """A fresh IO binding of the current session (share_cpu may re-open it)."""

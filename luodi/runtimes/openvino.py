@@ -61,6 +61,7 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(model_path))
             # an fp32 export computed in f32 keeps its KV cache in f32; bf16/f16 take the plugin's cache precision
             options = compile_options(threads, hint, precision, kv_f32=fp32 and precision == "f32", exact=exact)
+            self.kv_dtype = "float32" if (fp32 and precision == "f32") or exact else None  # else the plugin's choice
             self.compiled = core.compile_model(model, device, options)
         except Exception as e:  # OpenVINO raises RuntimeError with multi-line messages
             raise CorruptModelError(f"{model_path}: OpenVINO cannot load the model "
@@ -91,8 +92,9 @@ class OpenVinoBackend(Backend):
         feeds = {INPUT_IDS: np.ascontiguousarray(input_ids, dtype=np.int64),
                  ATTENTION_MASK: np.ascontiguousarray(attention_mask, dtype=np.int64),
                  POSITION_IDS: np.ascontiguousarray(position_ids, dtype=np.int64)}
-        if self.has_beam_idx:
-            feeds[BEAM_IDX] = np.arange(state.batch, dtype=np.int32)
+        if self.has_beam_idx:  # row i continues cached row i, unless gather_rows asked for others
+            gather = state.cache.pop(BEAM_IDX, None)
+            feeds[BEAM_IDX] = np.arange(state.batch, dtype=np.int32) if gather is None else gather
         if not self.stateful:
             kv = state.cache["kv"] or [np.zeros((state.batch, *self._kv_shape), np.float32)] * len(self.past_names)
             feeds |= dict(zip(self.past_names, kv))
@@ -105,6 +107,35 @@ class OpenVinoBackend(Backend):
             state.cache["kv"] = [request.get_tensor(name).data.copy() for name in self.present_names]
         state.past_length += input_ids.shape[1]
         return np.array(request.get_tensor(LOGITS).data, dtype=np.float32)
+
+    def gather_rows(self, state: KVState, index: np.ndarray) -> None:
+        """Row i continues cached row index[i]: the next step's beam_idx (the IR's Gather on every KV variable)."""
+        if not (self.stateful and self.has_beam_idx):
+            return super().gather_rows(state, index)
+        previous = state.cache.get(BEAM_IDX)
+        index = np.asarray(index, dtype=np.int32)
+        state.cache[BEAM_IDX] = index if previous is None else previous[index]
+        state.batch = len(index)
+
+    def kv_arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """Every KV variable's state (or the stateless cache) as arrays, any pending gather applied."""
+        if not self.stateful:
+            return dict(zip(self.past_names, state.cache["kv"]))
+        gather = state.cache.get(BEAM_IDX)
+        arrays = {v.name: v.state.data for v in state.cache["request"].query_state()}
+        return {name: a[gather] if gather is not None else a.copy() for name, a in arrays.items()}
+
+    def set_kv_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """The arrays as the KV variables' states (or the stateless cache); the batch and past length follow."""
+        state.batch, _, state.past_length, _ = next(iter(arrays.values())).shape
+        state.cache.pop(BEAM_IDX, None)
+        if not self.stateful:
+            state.cache["kv"] = [arrays[name] for name in self.past_names]
+            return
+        import openvino as ov
+
+        for variable in state.cache["request"].query_state():
+            variable.state = ov.Tensor(np.ascontiguousarray(arrays[variable.name]))
 
     def _truncate(self, state: KVState, past_length: int) -> None:
         """Cut every KV variable (or the stateless cache) to its first past_length positions."""

@@ -95,6 +95,15 @@ class OrtKVCache(ABC):
     def truncate(self, state: KVState, past_length: int) -> None:
         """Forget the cached positions from `past_length` on (a speculative rollback)."""
 
+    def arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """The cache as [batch, kv_heads, past_length, head_dim] arrays by past name (Backend.kv_arrays), for a
+        layout whose slots line up with mask columns."""
+        raise LuodiError(f"a {self.layout.name} KV cache is batched by slots (runtimes/slot_pool.py), not as rows")
+
+    def set_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """Make `arrays` (as arrays() gives them) the state's cache."""
+        raise LuodiError(f"a {self.layout.name} KV cache is batched by slots (runtimes/slot_pool.py), not as rows")
+
     def shares_with(self, other: "OrtKVCache") -> bool:
         """Whether this strategy can step over a cache `other` made (view). None can by default."""
         return False
@@ -123,6 +132,15 @@ class ConcatCache(OrtKVCache):
         logits = self.runner.run_bound(binding, input_ids, attention_mask, position_ids)
         state.cache = binding.get_outputs()[:len(self.present_names)]
         return logits
+
+    def arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """The presents as numpy arrays."""
+        return {name: value.numpy() for name, value in zip(self.past_names, state.cache)}
+
+    def set_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """The arrays as the next step's pasts."""
+        state.cache = [self.runner.ort_value(np.ascontiguousarray(arrays[name], self.geometry.dtype))
+                       for name in self.past_names]
 
     def truncate(self, state: KVState, past_length: int) -> None:
         """Copy the first `past_length` positions of every present."""
@@ -157,13 +175,13 @@ class InPlaceCache(OrtKVCache):
         """The whole batch at once; the buffers stay bound from step to step, only the inputs change."""
         cache = state.cache
         if cache.binding is None:
-            cache.binding = self._bind(cache.arrays)
+            cache.binding = self.bind(cache.arrays)
         return self.runner.run_bound(cache.binding, input_ids, attention_mask, position_ids)
 
     def truncate(self, state: KVState, past_length: int) -> None:
         """Nothing to cut: the next step's mask width says which slots hold the past."""
 
-    def _bind(self, arrays: list[np.ndarray]):
+    def bind(self, arrays: list[np.ndarray]):
         """A binding with each buffer as its layer's past and present (each step binds its own logits array)."""
         binding = self.runner.io_binding()
         for past, present, array in zip(self.past_names, self.present_names, arrays):
@@ -198,7 +216,7 @@ class SharedBufferCache(InPlaceCache):
         ids = input_ids[row, new][None]
         mask = np.ones((1, past + ids.shape[1]), dtype=np.int64)
         positions = np.arange(past, past + ids.shape[1], dtype=np.int64)[None]
-        binding = self._bind([a[row:row + 1] for a in cache.arrays])
+        binding = self.bind([a[row:row + 1] for a in cache.arrays])
         return self.runner.run_bound(binding, ids, mask, positions)[0]
 
     def shares_with(self, other: OrtKVCache) -> bool:
@@ -214,6 +232,20 @@ class ScatterBufferCache(InPlaceCache):
     """TensorScatter's max-context buffers: slots line up with mask columns, so padded batches run whole."""
 
     layout = SCATTER_BUFFER
+
+    def arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """The buffers' first past_length slots (views)."""
+        return {name: array[:, :, :state.past_length] for name, array in zip(self.past_names, state.cache.arrays)}
+
+    def set_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """New max-context buffers holding the arrays in their first slots (bound on the next step)."""
+        buffers = []
+        for name in self.past_names:
+            array = arrays[name]
+            buffer = self.buffer(array.shape[0], self.max_context)
+            buffer[:, :, :array.shape[2]] = array
+            buffers.append(buffer)
+        state.cache = Buffers(buffers)
 
 
 STRATEGIES = {cls.layout: cls for cls in (ConcatCache, SharedBufferCache, ScatterBufferCache)}
