@@ -1,7 +1,8 @@
 """The size target as amounts to remove per axis, and the pruned model built from them.
 
 Every listed axis gives up the same share s of what it can give (blocks: all but one; KV groups: all but
-one per block; MLP and hidden channels: all but 8, in steps of 8 so the widths stay kernel-friendly);
+one per block; MLP channels: all but 8, in steps of 8 so the widths stay kernel-friendly; hidden width:
+down to a multiple of 8 and of the heads left, which transformers' config requires);
 s is the smallest share whose model meets the target, found by bisection over parameter counts that
 transformers itself reports for the pruned config (on the meta device: no memory). `auto` is `mlp,depth`:
 MLP channels (most of a block's weights, the width axis Minitron found cheapest to lose) and whole blocks
@@ -44,16 +45,39 @@ def count_params(config: dict) -> int:
 
 
 def _removable(config: dict, axis: str) -> int:
-    return {"depth": config["num_hidden_layers"] - 1, "heads": config["num_key_value_heads"] - 1,
-            "mlp": (config["intermediate_size"] - STEP) // STEP, "hidden": (config["hidden_size"] - STEP) // STEP}[axis]
+    return {"depth": config["num_hidden_layers"] - 1, "mlp": (config["intermediate_size"] - STEP) // STEP}[axis]
+
+
+def _heads_removed(config: dict, share: float, hidden_pruned: bool) -> int:
+    """KV groups to remove: the share of all but one, fewer where the hidden width would not divide by the
+    heads left (transformers requires hidden_size % num_attention_heads == 0 even with head_dim explicit)."""
+    groups = config["num_key_value_heads"]
+    per_group = config["num_attention_heads"] // groups
+    k = math.floor(share * (groups - 1) + 1e-9)
+    while k and not hidden_pruned and config["hidden_size"] % ((groups - k) * per_group):
+        k -= 1
+    return k
+
+
+def _hidden_removed(config: dict, share: float, heads_left: int) -> int:
+    """Hidden channels to remove: the width left is a multiple of STEP and of the heads left."""
+    unit = math.lcm(STEP, heads_left)
+    width = config["hidden_size"]
+    left = unit * max(1, math.floor((width - share * max(0, width - unit)) / unit + 1e-9))
+    return width - left
 
 
 def amounts(config: dict, axes: tuple, share: float) -> dict:
     """{axis: units removed} for a share in [0, 1] (channels for mlp/hidden, KV groups per block, blocks)."""
-    found = {}
-    for axis in axes:
-        units = math.floor(share * _removable(config, axis) + 1e-9)
-        found[axis] = units * STEP if axis in ("mlp", "hidden") else units
+    found = {axis: math.floor(share * _removable(config, axis) + 1e-9) for axis in ("depth", "mlp") if axis in axes}
+    if "mlp" in found:
+        found["mlp"] *= STEP
+    heads_left = config["num_attention_heads"]
+    if "heads" in axes:
+        found["heads"] = _heads_removed(config, share, "hidden" in axes)
+        heads_left -= found["heads"] * (config["num_attention_heads"] // config["num_key_value_heads"])
+    if "hidden" in axes:
+        found["hidden"] = _hidden_removed(config, share, heads_left)
     return found
 
 
