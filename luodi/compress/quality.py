@@ -18,34 +18,23 @@ def kl_to_teacher(student_logits, teacher_logits) -> torch.Tensor:
 
 
 @torch.no_grad()
-def perplexity(model, windows: list[list[int]]) -> float:
-    """exp(mean next-token negative log-likelihood) over every window's positions after the first."""
-    nll, count = 0.0, 0
+def _text_quality(model, teacher, windows: list[list[int]]) -> dict:
+    """Perplexity (exp of the mean next-token negative log-likelihood over every window's positions after
+    the first) and, unless `model` is the teacher, the mean KL(teacher || model) over every position; one
+    forward pass of each model per window."""
+    nll, kl, predicted, positions = 0.0, 0.0, 0, 0
     for window in windows:
         ids = torch.tensor([window])
-        logits = model(ids, use_cache=False).logits[0, :-1].float()
-        nll += F.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
-        count += len(window) - 1
-    return math.exp(nll / count)
-
-
-@torch.no_grad()
-def mean_kl(student, teacher, windows: list[list[int]]) -> float:
-    """KL(teacher || student) averaged over every position of the windows."""
-    total, count = 0.0, 0
-    for window in windows:
-        ids = torch.tensor([window])
-        kl = kl_to_teacher(student(ids, use_cache=False).logits[0], teacher(ids, use_cache=False).logits[0])
-        total += kl.item() * len(window)
-        count += len(window)
-    return total / count
+        logits = model(ids, use_cache=False).logits[0]
+        nll += F.cross_entropy(logits[:-1].float(), ids[0, 1:], reduction="sum").item()
+        predicted += len(window) - 1
+        if model is not teacher:
+            kl += kl_to_teacher(logits, teacher(ids, use_cache=False).logits[0]).item() * len(window)
+            positions += len(window)
+    found = {"perplexity": round(math.exp(nll / predicted), 4)}
+    return found | ({"kl_to_teacher": round(kl / positions, 5)} if positions else {})
 
 
 def quality_report(model, teacher, texts: dict[str, list[list[int]]]) -> dict:
     """{text: {perplexity, kl_to_teacher}} of `model` on each held-out text's windows (no KL for the teacher)."""
-    report = {}
-    for name, windows in texts.items():
-        report[name] = {"perplexity": round(perplexity(model, windows), 4)}
-        if model is not teacher:
-            report[name]["kl_to_teacher"] = round(mean_kl(model, teacher, windows), 5)
-    return report
+    return {name: _text_quality(model, teacher, windows) for name, windows in texts.items()}
