@@ -3,6 +3,8 @@ transformers loads and every target exports; distillation lowers the KL to the o
 ends where an uninterrupted one does; bad input is refused in one line."""
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -43,8 +45,8 @@ def teacher(tmp_path_factory) -> Path:
     return folder
 
 
-def _compress(teacher, out, prune, params=0.7, **distill):
-    settings = CompressSettings(params=params, prune=prune, calib_tokens=1024,
+def _compress(teacher, out, prune, params=0.7, size_budget_mb=None, **distill):
+    settings = CompressSettings(params=params, size_budget_mb=size_budget_mb, prune=prune, calib_tokens=1024,
                                 distill=DistillSettings(**({"tokens": None, "minutes": None, "seq": 128,
                                                             "autocast": "fp32"} | distill)))
     return compress_model(str(teacher), out, settings, progress=False)
@@ -112,14 +114,20 @@ def test_distillation_lowers_the_kl_to_the_original(teacher, tmp_path):
     assert not checkpoint_dir(tmp_path / "d").exists()
 
 
-def test_a_resumed_run_ends_where_an_uninterrupted_one_does(teacher, tmp_path, monkeypatch):
-    args = dict(tokens=6144, lr=1e-3, checkpoint_seconds=0.0)  # 12 steps, a checkpoint after each
+@pytest.mark.parametrize("how", ["killed mid-step", "Ctrl-C"])
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(teacher, tmp_path, monkeypatch, how):
+    """Killed mid-step: the last periodic checkpoint (one after each step here) is where it resumes. Ctrl-C:
+    the step under way finishes and is checkpointed (no periodic checkpoint is due)."""
+    args = dict(tokens=6144, lr=1e-3, checkpoint_seconds=0.0 if how == "killed mid-step" else 3600.0)  # 12 steps
     _compress(teacher, tmp_path / "whole", "mlp", **args)
     real_batch = distill_module._batch
 
     def interrupted(windows, step, batch, seed):
         if step == 7:
-            raise KeyboardInterrupt
+            if how == "Ctrl-C":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
         return real_batch(windows, step, batch, seed)
 
     monkeypatch.setattr(distill_module, "_batch", interrupted)
@@ -128,7 +136,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(teacher, tmp_path, m
     assert not (tmp_path / "resumed").exists() and checkpoint_dir(tmp_path / "resumed").is_dir()
     monkeypatch.setattr(distill_module, "_batch", real_batch)
     record = _compress(teacher, tmp_path / "resumed", "mlp", **args)
-    assert record["distillation"]["resumed_at_step"] == 7
+    assert record["distillation"]["resumed_at_step"] == (7 if how == "killed mid-step" else 8)
     whole, resumed = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "resumed"))
     assert whole.keys() == resumed.keys()
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
@@ -167,3 +175,10 @@ def test_a_run_larger_than_memory_is_refused_before_it_starts(teacher, tmp_path,
                      "1000", "--distill-batch", "1000000", "--distill-seq", "128")
     assert code == 1 and err.count("\n") == 1 and "GiB is available" in err
     assert not (tmp_path / "o").exists() and not checkpoint_dir(tmp_path / "o").exists()
+
+
+def test_a_size_budget_and_a_time_budget(teacher, tmp_path):
+    record = _compress(teacher, tmp_path / "s", "mlp", params=None, size_budget_mb=0.6, minutes=0.02, lr=1e-3)
+    assert record["params"]["compressed"] * 4 <= 0.6e6 < record["params"]["original"] * 4
+    assert record["model_bytes"] == (tmp_path / "s" / "model.safetensors").stat().st_size
+    assert record["distillation"]["steps"] >= 1 and record["distillation"]["minutes"] == 0.02

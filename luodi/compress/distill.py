@@ -4,11 +4,15 @@ by AdamW on the KL divergence KL(teacher || student) at every position of window
 The batch of each step is a function of the seed and the step alone (an epoch-wise permutation of the
 windows), the learning rate follows a fixed warmup + cosine schedule over the planned steps, and the
 state saved at a checkpoint is the student's weights, AdamW's state and the step: a run resumed from a
-checkpoint ends exactly where an uninterrupted one does. A time budget (--distill-minutes) is turned into
+checkpoint ends exactly where an uninterrupted one does. Checkpoints are written every few minutes and
+when Ctrl-C stops the run (after the step under way). A time budget (--distill-minutes) is turned into
 a step count once, from one timed step before training, and kept in the checkpoint.
 """
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +75,26 @@ def _loss(student, teacher, ids, settings: DistillSettings):
         return kl_to_teacher(student(ids, use_cache=False).logits, target)
 
 
+@contextlib.contextmanager
+def _interrupt_after_step():
+    """Ctrl-C (SIGINT) during training sets a flag the loop reads after each step, so the step finishes and
+    is checkpointed before the run stops; a second Ctrl-C stops at once. Only the main thread gets signals."""
+    asked = []
+    if threading.current_thread() is not threading.main_thread():
+        yield asked
+        return
+
+    def ask(signum, frame):
+        asked.append(signum)
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def timed_steps(student, teacher, windows, settings: DistillSettings) -> int:
     """The step count a --distill-minutes budget allows: one forward and backward timed (gradients dropped,
     the student unchanged), at least one step."""
@@ -96,7 +120,8 @@ def distill(student, teacher, windows: torch.Tensor, settings: DistillSettings, 
     tokens_per_step = settings.batch * settings.seq
     student.train()
     losses, last_save, began = [], time.monotonic(), time.perf_counter()
-    with token_bar(total_steps * tokens_per_step, "distilling", start_step * tokens_per_step, progress) as bar:
+    bar = token_bar(total_steps * tokens_per_step, "distilling", start_step * tokens_per_step, progress)
+    with bar, _interrupt_after_step() as interrupted:
         for step in range(start_step, total_steps):
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * _lr_share(step, total_steps)
@@ -108,10 +133,13 @@ def distill(student, teacher, windows: torch.Tensor, settings: DistillSettings, 
             losses.append(loss.item())
             bar.update(tokens_per_step)
             bar.set_postfix(kl=f"{losses[-1]:.4f}")
-            if time.monotonic() - last_save >= settings.checkpoint_seconds and step + 1 < total_steps:
+            due = time.monotonic() - last_save >= settings.checkpoint_seconds
+            if (due or interrupted) and step + 1 < total_steps:
                 save_state(folder, {"student": student.state_dict(), "optimizer": optimizer.state_dict(),
                                     "step": step + 1})
                 last_save = time.monotonic()
+            if interrupted and step + 1 < total_steps:
+                raise KeyboardInterrupt
     student.eval()
     return {"steps": total_steps, "tokens": total_steps * tokens_per_step, "resumed_at_step": start_step,
             "seconds_this_run": round(time.perf_counter() - began, 1),
