@@ -45,8 +45,9 @@ def teacher(tmp_path_factory) -> Path:
     return folder
 
 
-def _compress(teacher, out, prune, params=0.7, size_budget_mb=None, **distill):
+def _compress(teacher, out, prune, params=0.7, size_budget_mb=None, low_rank=None, **distill):
     settings = CompressSettings(params=params, size_budget_mb=size_budget_mb, prune=prune, calib_tokens=1024,
+                                low_rank=low_rank,
                                 distill=DistillSettings(**({"tokens": None, "minutes": None, "seq": 128,
                                                             "autocast": "fp32"} | distill)))
     return compress_model(str(teacher), out, settings, progress=False)
@@ -85,7 +86,7 @@ def test_each_axis_removes_what_it_says_and_exports(teacher, tmp_path, axis):
     assert count <= (0.9 if axis == "heads" else 0.7) * record["params"]["original"]
     config = json.loads((out / "config.json").read_text())
     assert config["head_dim"] == original["hidden_size"] // original["num_attention_heads"]
-    assert set(record["quality"]) == {"original", "pruned"}
+    assert set(record["quality"]) == {"original", "compressed"}
     manifest = json.loads((export_model(str(out), target="ort", out=tmp_path / "ort", progress=False)
                            / "manifest.json").read_text())
     assert manifest["parity"]["max_abs_diff"] < 1e-4 and manifest["parity"]["greedy_match"]
@@ -93,8 +94,9 @@ def test_each_axis_removes_what_it_says_and_exports(teacher, tmp_path, axis):
 
 def test_every_axis_at_once_exports_to_openvino_and_trt(teacher, tmp_path):
     out = tmp_path / "all"
-    record = _compress(teacher, out, "depth,heads,mlp,hidden", params=0.5)
-    assert set(record["prune"]["removed"]) == {"depth", "heads", "mlp", "hidden"}
+    record = _compress(teacher, out, "depth,heads,mlp,hidden", params=0.4, low_rank=0.5)
+    assert set(record["prune"]["removed"]) == {"depth", "heads", "mlp", "hidden"} and record["low_rank"]["ranks"]
+    assert record["params"]["compressed"] <= 0.4 * record["params"]["original"]
     manifest = json.loads((export_model(str(out), target="openvino", out=tmp_path / "ov", progress=False)
                            / "manifest.json").read_text())
     assert manifest["parity"]["max_abs_diff"] < 1e-4
@@ -105,9 +107,42 @@ def test_every_axis_at_once_exports_to_openvino_and_trt(teacher, tmp_path):
     assert legality_problems(folder / "model.onnx", trt)[1] == []
 
 
+def test_low_rank_stores_products_of_rank_r_and_the_export_reads_the_factors(teacher, tmp_path):
+    out = tmp_path / "lr"
+    record = _compress(teacher, out, "auto", params=None, low_rank=24, tokens=1024, lr=1e-3)
+    config = json.loads((teacher / "config.json").read_text())
+    h, i, kv = config["hidden_size"], config["intermediate_size"], config["num_key_value_heads"] * 8
+    shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h), "gate_proj": (h, i),
+              "up_proj": (h, i), "down_proj": (i, h)}
+    ranks = record["low_rank"]["ranks"]
+    saved = sum(a * b - r * (a + b) for path, r in ranks.items() for a, b in [shapes[path.rsplit(".", 1)[1]]])
+    # rank 24 shrinks 64x64 and 64x128 weights, not the 64x32 key and value projections
+    assert set(path.rsplit(".", 1)[1] for path in ranks) == {"q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert record["params"]["compressed"] == record["params"]["original"] - saved
+    assert record["params"]["in_folder"] == record["params"]["original"] and record["prune"]["removed"] == {}
+    weights = load_file(out / "model.safetensors")
+    assert all(torch.linalg.matrix_rank(weights[path + ".weight"]) <= 24 for path in ranks)
+    exported = [json.loads((export_model(str(folder), target="ort", out=tmp_path / name, progress=False)
+                            / "manifest.json").read_text()) for folder, name in ((out, "f"), (teacher, "t"))]
+    assert exported[0]["parity"]["max_abs_diff"] < 1e-4 and exported[0]["parity"]["greedy_match"]
+    assert exported[1]["memory"]["weight_bytes"] - exported[0]["memory"]["weight_bytes"] == 4 * saved
+
+
+@pytest.mark.parametrize("ranks", [{"model.layers.9.mlp.down_proj": 4}, {"model.layers.0.mlp.down_proj": 64},
+                                   {"../../etc/passwd": 4}, {"model.layers.0.mlp.down_proj": "4"}, []])
+def test_a_forged_low_rank_record_is_refused_in_one_line(teacher, tmp_path, capsys, ranks):
+    folder = tmp_path / "forged"
+    folder.mkdir()
+    for path in teacher.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "compression.json").write_text(json.dumps({"low_rank": {"ranks": ranks}}))
+    code, err = _cli(capsys, "export", folder, "--out", tmp_path / "o")
+    assert code == 1 and err.count("\n") == 1 and "compression.json" in err and "low_rank" in err, err
+
+
 def test_distillation_lowers_the_kl_to_the_original(teacher, tmp_path):
     record = _compress(teacher, tmp_path / "d", "depth", tokens=16384, lr=1e-3)
-    for text, pruned in record["quality"]["pruned"].items():
+    for text, pruned in record["quality"]["compressed"].items():
         distilled = record["quality"]["distilled"][text]
         assert distilled["kl_to_teacher"] < 0.9 * pruned["kl_to_teacher"], text
     assert record["distillation"]["steps"] == 32 and record["distillation"]["text"].startswith("Python")

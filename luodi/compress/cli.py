@@ -13,6 +13,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _rank(text: str) -> float:
+    from ..errors import LuodiError
+    from .low_rank import parse_rank
+
+    try:
+        return parse_rank(text)
+    except LuodiError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_parser(sub) -> None:
     """Add `compress` to the `luodi` subparsers."""
     p = sub.add_parser("compress", help="prune (blocks, heads, MLP, hidden width) and distill a model into a "
@@ -20,11 +30,14 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="model folder, .gguf or registry name")
     p.add_argument("--out", type=out_path, required=True, help="output folder (a Hugging Face model folder)")
     p.add_argument("--force", action="store_true", help="replace an earlier luodi compress output there (nothing else)")
-    size = p.add_mutually_exclusive_group(required=True)
+    size = p.add_mutually_exclusive_group()
     size.add_argument("--params", type=_fraction, metavar="FRACTION", help="keep this share of the parameters")
     size.add_argument("--size-budget", type=positive_float, metavar="MB", help="fp32 model files of at most MB")
     p.add_argument("--prune", default="auto", help="axes, comma-separated: depth, heads, mlp, hidden; auto = "
                                                    "mlp,depth (default)")
+    p.add_argument("--low-rank", type=_rank, metavar="RANK_OR_FRACTION",
+                   help="factor each block projection into two thin ones of this rank (or this share of its full "
+                        "rank) where that stores fewer numbers; alone it needs no size target")
     p.add_argument("--calib-tokens", type=positive_int, default=4096,
                    help="calibration tokens for the importance measurements")
     d = p.add_argument_group("distillation from the original model (none unless a budget is given)")
@@ -51,7 +64,7 @@ def cmd_compress(args) -> int:
                               seq=args.distill_seq, lr=args.lr, seed=args.seed, autocast=autocast,
                               checkpoint_seconds=args.checkpoint_minutes * 60)
     settings = CompressSettings(params=args.params, size_budget_mb=args.size_budget, prune=args.prune,
-                                calib_tokens=args.calib_tokens, distill=distill)
+                                calib_tokens=args.calib_tokens, low_rank=args.low_rank, distill=distill)
     record = compress_model(args.model, Path(args.out), settings, force=args.force, progress=not args.json)
     if args.json:
         print_json(record)

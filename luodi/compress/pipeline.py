@@ -16,7 +16,8 @@ from .checkpoint import checkpoint_dir, load_state, open_run, run_key, save_run,
 from .distill import DistillSettings, distill, timed_steps
 from .importance import measure_importance
 from .memory import available_bytes, check_memory, distill_bytes
-from .plan import apply_removal, count_params, parse_axes, plan_removal, shape_after
+from .low_rank import factor_modules, merge_modules, planned_ranks
+from .plan import apply_removal, params_after, parse_axes, plan_removal, shape_after
 from .quality import EVAL_TOKENS, EVAL_WINDOW, quality_report
 from .record import write_record
 from .student import build_student, check_prunable, param_count
@@ -29,24 +30,31 @@ CALIBRATION_WINDOW = 256
 class CompressSettings:
     """What to remove and how to recover: a size target (`params`, a fraction of the original's parameters,
     or `size_budget_mb` of fp32 model files), the axes (`prune`: depth, heads, mlp, hidden, auto; comma-
-    separated), calibration tokens, and the distillation (None or a zero budget: none)."""
+    separated), calibration tokens, factoring (`low_rank`; alone it needs no size target), and the
+    distillation (None or a zero budget: none)."""
 
     params: float | None = None
     size_budget_mb: float | None = None
     prune: str = "auto"
     calib_tokens: int = 4096
+    low_rank: float | None = None  # a rank, or a fraction of each weight's full rank (low_rank.py)
     distill: DistillSettings | None = None
 
     def key(self) -> dict:
         """The settings that change the result."""
         return {"params": self.params, "size_budget_mb": self.size_budget_mb, "prune": self.prune,
-                "calib_tokens": self.calib_tokens, "distill": self.distill.key() if self.distill else None}
+                "calib_tokens": self.calib_tokens, "low_rank": self.low_rank, "distill": self.distill.key() if self.distill else None}
 
 
-def _target_params(settings: CompressSettings, original: int) -> int:
-    """The parameter count the size target allows (fp32: 4 bytes a parameter)."""
-    if (settings.params is None) == (settings.size_budget_mb is None):
+def _target_params(settings: CompressSettings, original: int) -> int | None:
+    """The parameter count the size target allows (fp32: 4 bytes a parameter); None: no pruning (--low-rank
+    alone)."""
+    if settings.params is not None and settings.size_budget_mb is not None:
         raise LuodiError("give one size target: --params FRACTION or --size-budget MB")
+    if settings.params is None and settings.size_budget_mb is None:
+        if settings.low_rank is None:
+            raise LuodiError("give a size target (--params FRACTION or --size-budget MB) or --low-rank")
+        return None
     if settings.params is not None:
         if not 0 < settings.params < 1:
             raise LuodiError(f"--params {settings.params}: a fraction of the original's parameters, between 0 and 1")
@@ -94,14 +102,16 @@ def compress_model(model: str, out: Path, settings: CompressSettings, force: boo
         stages.next()
         original = param_count(teacher)
         config = teacher.config.to_dict()
-        removal = plan_removal(config, axes, _target_params(settings, original))
+        target = _target_params(settings, original)
+        removal = plan_removal(config, axes, target, settings.low_rank) if target is not None else {}
         planned = shape_after(config, removal)
         d = settings.distill
         if _distilling(settings):
             if d.seq > teacher.config.max_position_embeddings:
                 raise LuodiError(f"--distill-seq {d.seq} exceeds the model's context "
                                  f"({teacher.config.max_position_embeddings})")
-            check_memory(distill_bytes(original, planned | {"params": count_params(planned)}, d.batch, d.seq),
+            check_memory(distill_bytes(original, planned | {"params": params_after(planned, (), 0, settings.low_rank)},
+                                       d.batch, d.seq),
                          available_bytes())
         tokenizer = Tokenizer(source.hf_dir)
         train_ids, held_out = _windows(tokenizer, teacher.config)
@@ -111,17 +121,20 @@ def compress_model(model: str, out: Path, settings: CompressSettings, force: boo
         stages.next()
         if run is None:
             calibration = token_windows(train_ids, CALIBRATION_WINDOW, settings.calib_tokens // CALIBRATION_WINDOW)
-            importance = measure_importance(teacher, calibration)
+            importance = measure_importance(teacher, calibration) if removal else None
             state = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
             pruned_config = copy.deepcopy(config)
             removed = apply_removal(state, pruned_config, importance, removal)
             student = build_student(pruned_config, state)
+            ranks = planned_ranks(pruned_config, settings.low_rank) if settings.low_rank else {}
+            factor_modules(student, ranks)
             stages.next()
-            run = {"config": pruned_config, "removed": removed, "calibration_tokens": importance.tokens,
+            run = {"config": pruned_config, "removed": removed, "low_rank": ranks,
+                   "calibration_tokens": importance.tokens if importance else 0,
                    "quality": {"original": quality_report(teacher, teacher, held_out),
-                               "pruned": quality_report(student, teacher, held_out)}}
+                               "compressed": quality_report(student, teacher, held_out)}}
         else:
-            student = build_student(run["config"], load_state(folder)["student"])
+            student = build_student(run["config"], load_state(folder)["student"], run["low_rank"])
             stages.next()
         stages.next()
         distilled = None
@@ -139,6 +152,8 @@ def compress_model(model: str, out: Path, settings: CompressSettings, force: boo
             quality["distilled"] = quality_report(student, teacher, held_out)
         stages.next()
         record = _record(source, settings, original, student, run, distilled, quality, axes)
+        merge_modules(student)  # factored projections are saved as their products (low_rank.py)
+        record["params"]["in_folder"] = param_count(student)
         with output_folder(out, COMPRESSED_MODEL, force) as tmp:
             student.save_pretrained(tmp)
             save_tokenizer_files(source.hf_dir, tmp)
@@ -160,13 +175,15 @@ def _record(source, settings, original, student, run, distilled, quality, axes) 
     record = {
         "source": {"name": source.name, "kind": source.kind, "sha256": source.sha256, "origin": source.origin},
         "target": {"params": settings.params, "size_budget_mb": settings.size_budget_mb},
-        "prune": {"axes": list(axes), "removed": run["removed"]},
+        "prune": {"axes": list(axes) if run["removed"] else [], "removed": run["removed"]},
         "params": {"original": original, "compressed": after, "fraction": round(after / original, 4)},
         "calibration": {"text": TRAINING_TEXT, "tokens": run["calibration_tokens"]},
         "evaluation": {"texts": [f"/usr/share/common-licenses/{name}" for name in quality["original"]],
                        "window": EVAL_WINDOW, "max_tokens_per_text": EVAL_TOKENS},
         "quality": quality,
     }
+    if run["low_rank"]:
+        record["low_rank"] = {"rank": settings.low_rank, "ranks": run["low_rank"]}
     if distilled is not None:
         record["distillation"] = {"text": TRAINING_TEXT, "loss": "KL(teacher || student), every position",
                                   **d.key(), **distilled}

@@ -97,16 +97,26 @@ def shape_after(config: dict, removal: dict) -> dict:
     return out
 
 
-def plan_removal(config: dict, axes: tuple, target_params: int) -> dict:
-    """The smallest removal along `axes` (equal shares) whose model has at most `target_params` parameters."""
-    if count_params(shape_after(config, amounts(config, axes, 1.0))) > target_params:
-        smallest = count_params(shape_after(config, amounts(config, axes, 1.0)))
+def params_after(config: dict, axes: tuple, share: float, rank: float | None = None) -> int:
+    """Parameters left by pruning `axes` at `share` and then factoring at `rank` (None: no factoring)."""
+    from .low_rank import planned_ranks, saved_params
+
+    shape = shape_after(config, amounts(config, axes, share))
+    shape.setdefault("head_dim", config["hidden_size"] // config["num_attention_heads"])
+    return count_params(shape) - (saved_params(shape, planned_ranks(shape, rank)) if rank else 0)
+
+
+def plan_removal(config: dict, axes: tuple, target_params: int, rank: float | None = None) -> dict:
+    """The smallest removal along `axes` (equal shares) whose model, factored at `rank` if given, has at most
+    `target_params` parameters."""
+    smallest = params_after(config, axes, 1.0, rank)
+    if smallest > target_params:
         raise LuodiError(f"--prune {','.join(axes)} cannot go below {smallest:,} parameters "
                          f"({smallest / count_params(config):.3f} of the original); prune more axes or aim higher")
     low, high = 0.0, 1.0
     for _ in range(30):
         mid = (low + high) / 2
-        if count_params(shape_after(config, amounts(config, axes, mid))) <= target_params:
+        if params_after(config, axes, mid, rank) <= target_params:
             high = mid
         else:
             low = mid

@@ -15,11 +15,15 @@ def check_prunable(config) -> None:
         raise CorruptModelError(f"luodi compress prunes Llama-family models (llama, mistral); this is {family}")
 
 
-def build_student(config: dict, state: dict):
-    """A transformers causal LM of `config` holding exactly the tensors of `state` (fp32, eval mode)."""
+def build_student(config: dict, state: dict, ranks: dict | None = None):
+    """A transformers causal LM of `config` (its `ranks` projections factored, low_rank.py) holding exactly
+    the tensors of `state` (fp32, eval mode)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from .low_rank import factor_modules
+
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    factor_modules(model, ranks or {}, weights=False)
     wanted = model.state_dict()
     missing = sorted(set(wanted) - set(state))
     unexpected = sorted(set(state) - set(wanted))
