@@ -110,9 +110,8 @@ def compress_model(model: str, out: Path, settings: CompressSettings, force: boo
             if d.seq > teacher.config.max_position_embeddings:
                 raise LuodiError(f"--distill-seq {d.seq} exceeds the model's context "
                                  f"({teacher.config.max_position_embeddings})")
-            check_memory(distill_bytes(original, planned | {"params": params_after(planned, (), 0, settings.low_rank)},
-                                       d.batch, d.seq),
-                         available_bytes())
+            student_params = params_after(planned, (), 0, settings.low_rank)
+            check_memory(distill_bytes(original, planned | {"params": student_params}, d.batch, d.seq), available_bytes())
         tokenizer = Tokenizer(source.hf_dir)
         train_ids, held_out = _windows(tokenizer, teacher.config)
         folder = checkpoint_dir(out)
@@ -120,19 +119,10 @@ def compress_model(model: str, out: Path, settings: CompressSettings, force: boo
         run = open_run(folder, key) if _distilling(settings) else None
         stages.next()
         if run is None:
-            calibration = token_windows(train_ids, CALIBRATION_WINDOW, settings.calib_tokens // CALIBRATION_WINDOW)
-            importance = measure_importance(teacher, calibration) if removal else None
-            state = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
-            pruned_config = copy.deepcopy(config)
-            removed = apply_removal(state, pruned_config, importance, removal)
-            student = build_student(pruned_config, state)
-            ranks = planned_ranks(pruned_config, settings.low_rank) if settings.low_rank else {}
-            factor_modules(student, ranks)
+            student, run = _new_student(teacher, removal, settings, train_ids)
             stages.next()
-            run = {"config": pruned_config, "removed": removed, "low_rank": ranks,
-                   "calibration_tokens": importance.tokens if importance else 0,
-                   "quality": {"original": quality_report(teacher, teacher, held_out),
-                               "compressed": quality_report(student, teacher, held_out)}}
+            run["quality"] = {"original": quality_report(teacher, teacher, held_out),
+                              "compressed": quality_report(student, teacher, held_out)}
         else:
             student = build_student(run["config"], load_state(folder)["student"], run["low_rank"])
             stages.next()
@@ -166,6 +156,21 @@ def compress_model(model: str, out: Path, settings: CompressSettings, force: boo
         if folder.exists():
             discard(folder)
     return record
+
+
+def _new_student(teacher, removal: dict, settings: CompressSettings, train_ids: list[int]) -> tuple:
+    """The pruned (and factored) student and the run record so far: importance measured on the calibration
+    windows, `removal` applied to a copy of the teacher's weights, the projections factored."""
+    calibration = token_windows(train_ids, CALIBRATION_WINDOW, settings.calib_tokens // CALIBRATION_WINDOW)
+    importance = measure_importance(teacher, calibration) if removal else None
+    state = {name: tensor.clone() for name, tensor in teacher.state_dict().items()}
+    config = copy.deepcopy(teacher.config.to_dict())
+    removed = apply_removal(state, config, importance, removal)
+    student = build_student(config, state)
+    ranks = planned_ranks(config, settings.low_rank) if settings.low_rank else {}
+    factor_modules(student, ranks)
+    return student, {"config": config, "removed": removed, "low_rank": ranks,
+                     "calibration_tokens": importance.tokens if importance else 0}
 
 
 def _record(source, settings, original, student, run, distilled, quality, axes) -> dict:
