@@ -199,7 +199,8 @@ def test_a_non_model_and_a_used_out_are_refused_in_one_line(teacher, tmp_path, c
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     for source, out, says in [(tmp_path / "nothing", tmp_path / "o", "no such file"),
                               (tmp_path / "notes", tmp_path / "o", "not a Hugging Face model folder"),
-                              (teacher, tmp_path / "notes", "not a luodi compressed model folder")]:
+                              (teacher, tmp_path / "notes", "not a luodi compressed model folder"),
+                              ("tiny-gpt2", tmp_path / "o", "prunes Llama-family models")]:
         code, err = _cli(capsys, "compress", source, "--out", out, "--params", "0.7")
         assert code == 1 and err.count("\n") == 1 and says in err, err
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine" and not (tmp_path / "o").exists()
