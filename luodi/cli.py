@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from . import cli_batching, cli_measure
+from .compress import cli as compress_cli
 from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
                          positive_float, positive_int, print_json, thread_count, utf8_text)
 from .errors import LuodiError, one_line
@@ -137,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the named models in configs/models/")
     cli_measure.add_parsers(sub)
     cli_batching.add_parsers(sub)
+    compress_cli.add_parser(sub)
     return ap
 
 
@@ -369,7 +371,7 @@ def main(argv=None) -> int:
     1 (2 for a bad flag, from argparse); anything else is a bug and keeps its traceback."""
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
                "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
-               "triton": _cmd_triton, **cli_measure.HANDLERS, **cli_batching.HANDLERS}
+               "triton": _cmd_triton, **cli_measure.HANDLERS, **cli_batching.HANDLERS, **compress_cli.HANDLERS}
     try:
         args = _parser().parse_args(argv)
         return handler[args.command](args)

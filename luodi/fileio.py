@@ -33,6 +33,11 @@ def _umask() -> int:
     return mask
 
 
+def ordinary_permissions(path: Path) -> None:
+    """Give a file the permissions the umask allows (some writers create theirs 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def temp_prefix(final: Path, role: str = "partial") -> str:
     """Name prefix of a temporary sibling of `final` (a random suffix follows): `.<name>.<role>-<pid>-`."""
     return f".{Path(final).name}.{role}-{os.getpid()}-"
@@ -86,7 +91,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
+        ordinary_permissions(tmp)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -6,7 +6,8 @@ How an earlier output is recognised:
 - export folder: manifest.json with "format": "luodi-export" and no "bundle" key;
 - bundle folder: the same manifest with a "bundle" key; bundle archive: a tar whose first member is such
   a manifest.json;
-- Triton model folder: config.pbtxt beside TRITON_MARKER, a small JSON file `luodi triton` writes.
+- Triton model folder: config.pbtxt beside TRITON_MARKER, a small JSON file `luodi triton` writes;
+- compressed model folder (`luodi compress`): config.json beside compression.json (luodi/compress/record.py).
 A link is never recognised as an output (replacing it would not replace what it points to).
 """
 
@@ -25,6 +26,7 @@ EXPORT_FOLDER = "export folder"
 BUNDLE_FOLDER = "bundle folder"
 BUNDLE_ARCHIVE = "bundle archive"
 TRITON_MODEL = "Triton model folder"
+COMPRESSED_MODEL = "compressed model folder"
 TRITON_MARKER = "luodi-triton.json"
 _TRITON_FORMAT = "luodi-triton-model"
 
@@ -64,7 +66,8 @@ def _folder_manifest(path: Path) -> dict | None:
 
 
 def output_kind(path: Path) -> str | None:
-    """Which luodi output `path` holds (EXPORT_FOLDER, BUNDLE_FOLDER, BUNDLE_ARCHIVE, TRITON_MODEL), or None:
+    """Which luodi output `path` holds (EXPORT_FOLDER, BUNDLE_FOLDER, BUNDLE_ARCHIVE, TRITON_MODEL, COMPRESSED_MODEL),
+    or None:
     absent, a link, or anything luodi did not write."""
     path = Path(path)
     if path.is_symlink():
@@ -76,6 +79,10 @@ def output_kind(path: Path) -> str | None:
         return None
     if _is_triton_model(path):
         return TRITON_MODEL
+    from .compress.record import is_compressed_model
+
+    if is_compressed_model(path):
+        return COMPRESSED_MODEL
     manifest = _folder_manifest(path)
     if manifest is None:
         return None

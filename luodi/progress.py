@@ -27,3 +27,9 @@ class Stages:
         if exc_type is None:
             self.bar.update(1)
         self.bar.close()
+
+
+def token_bar(total: int, description: str, initial: int = 0, enabled: bool = True) -> tqdm:
+    """A bar over a count of tokens: rate (tokens/s) and ETA, on a terminal only."""
+    return tqdm(total=total, initial=initial, desc=description, unit="tok", unit_scale=True,
+                disable=None if enabled else True, smoothing=0.1)

@@ -46,7 +46,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     from ..targets.parity import check_parity
     from ..tokenizer import Tokenizer
     from .onnx_export import OPSET, embedding_table_entry, save_onnx, trace_to_onnx
-    from .weights import canonical_from_hf
+    from .weights import canonical_from_hf, factor_low_rank
 
     target = get_target(target)
     settings = target.settings(precision, quantization, engine)
@@ -62,6 +62,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         stages.next()
         hf_model = load_reference(source.hf_dir)
         canonical = canonical_from_hf(hf_model, max_context, dtype=target.trace_dtype(settings))
+        factor_low_rank(canonical, source.hf_dir)
         spec = canonical.spec
         prepared = target.prepare(canonical, settings)
         stages.next()

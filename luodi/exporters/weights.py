@@ -117,3 +117,23 @@ def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | Non
     if missing or unexpected:
         raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
     return model.eval() if dtype is None else model.to(getattr(torch, dtype)).eval()
+
+
+def factor_low_rank(model: CanonicalDecoder, hf_dir) -> None:
+    """Factor again the projections `luodi compress` trained as two thin matrices (its compression.json's
+    low_rank; the folder holds their rank-r products), so the graph reads the factors (luodi/compress/low_rank.py)."""
+    from ..compress.low_rank import factor_modules
+    from ..compress.record import low_rank_ranks
+    from ..errors import CorruptModelError
+
+    ranks = {path.removeprefix("model.").replace(".self_attn.", ".attn."): rank
+             for path, rank in low_rank_ranks(hf_dir).items()}
+    for path, rank in ranks.items():
+        try:
+            linear = model.get_submodule(path)
+        except AttributeError:
+            linear = None
+        if not isinstance(linear, torch.nn.Linear) or rank >= min(linear.in_features, linear.out_features):
+            raise CorruptModelError(f"{hf_dir}/compression.json: low_rank names {path} at rank {rank}, which this "
+                                    "model has no full-rank projection for")
+    factor_modules(model, ranks)
