@@ -41,7 +41,7 @@ def _position_bytes(backend) -> int | None:
     spec, dtype = getattr(backend, "spec", None), getattr(backend, "kv_dtype", None)
     if spec is None or dtype is None:
         return None
-    return kv_bytes_per_position(spec["num_layers"], spec["num_kv_heads"], spec["head_dim"], dtype)
+    return kv_bytes_per_position(spec.num_layers, spec.num_kv_heads, spec.head_dim, dtype)
 
 
 class PaddedRows(SequenceCache):
