@@ -55,6 +55,8 @@ def covers(profile: dict, shapes: dict[str, tuple]) -> bool:
 
 def pick_profile(all_profiles: dict[str, dict], shapes: dict[str, tuple]) -> str:
     """The first profile covering the shapes, or a clear error before anything runs."""
+    if not all_profiles:
+        raise ContextLengthError("the engine records no optimization profiles (built without TensorRT's builder?)")
     for name, profile in all_profiles.items():
         if covers(profile, shapes):
             return name
