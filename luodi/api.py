@@ -13,6 +13,7 @@ from .runtimes.base import Backend
 from .runtimes.decode import DecodeLoop, GenerationStats
 from .runtimes.drafters import ModelDrafter, PromptLookup
 from .runtimes.sampling import GenerationConfig
+from .runtimes.scheduler import Scheduler
 from .runtimes.speculative import MAX_DRAFT_TOKENS, Speculation
 from .runtimes.streaming import IncrementalDecoder
 from .tokenizer import Tokenizer
@@ -61,6 +62,12 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.eos_ids = set(eos_ids)
         self.pad_id = pad_id
+
+    def scheduler(self, max_rows: int = 8, kv_positions: int | None = None) -> Scheduler:
+        """A scheduler over this model (runtimes/scheduler.py): sequences join and leave between steps, each row
+        with its own length. Its KV pool holds at most `max_rows` sequences and, if set, `kv_positions` positions
+        in all (a request that could never fit is a one-line error; one that fits later waits)."""
+        return Scheduler(self.backend, self.eos_ids, self.pad_id, max_rows=max_rows, kv_positions=kv_positions)
 
     def _config(self, kwargs) -> GenerationConfig:
         try:

@@ -17,16 +17,17 @@ import numpy as np
 
 from .bench import peak_rss_mb
 from .runtimes.sampling import GenerationConfig
-from .runtimes.scheduler import Scheduler
 
 
 def _percentiles(values: list[float]) -> dict:
     return {f"p{p}": float(np.percentile(values, p)) for p in (50, 90, 99)}
 
 
-def _concurrent_run(lm, prompt_ids: list[int], new_tokens: int, concurrency: int, ignore_eos: bool) -> dict:
-    """One run of `concurrency` requests arriving together: their timings and the pool's memory."""
-    scheduler = Scheduler(lm.backend, lm.eos_ids, lm.pad_id, max_rows=concurrency)
+def _concurrent_run(lm, prompt_ids: list[int], new_tokens: int, concurrency: int, ignore_eos: bool,
+                    kv_positions: int | None = None) -> dict:
+    """One run of `concurrency` requests arriving together (a pool of `kv_positions` positions, if set, admits
+    what fits and queues the rest): their timings and the pool's memory."""
+    scheduler = lm.scheduler(max_rows=concurrency, kv_positions=kv_positions)
     config = GenerationConfig(max_new_tokens=new_tokens, ignore_eos=ignore_eos)
     start = time.perf_counter()
     sequences = [scheduler.submit(prompt_ids, config)[0] for _ in range(concurrency)]
@@ -43,12 +44,13 @@ def _concurrent_run(lm, prompt_ids: list[int], new_tokens: int, concurrency: int
 
 
 def run_concurrency_bench(lm, prompt_ids: list[int], new_tokens: int, concurrency: int, repeat: int,
-                          ignore_eos: bool, warmup: int = 1) -> dict:
-    """`repeat` alternating pairs (one request, then `concurrency` together) after `warmup` untimed pairs."""
+                          ignore_eos: bool, warmup: int = 1, kv_positions: int | None = None) -> dict:
+    """`repeat` alternating pairs (one request, then `concurrency` together in a pool of `kv_positions`
+    positions if set) after `warmup` untimed pairs."""
     runs = {1: [], concurrency: []}
     for i in range(warmup + repeat):
         for c in runs:
-            run = _concurrent_run(lm, prompt_ids, new_tokens, c, ignore_eos)
+            run = _concurrent_run(lm, prompt_ids, new_tokens, c, ignore_eos, kv_positions if c > 1 else None)
             if i >= warmup:
                 runs[c].append(run)
     one, many = runs[1], runs[concurrency]
@@ -100,13 +102,13 @@ def format_concurrency(report: dict) -> str:
     """One paragraph of the --concurrency report."""
     r, ttft, pool = report, report["ttft_s"], report["kv_pool"]
     ms = {key: value * 1e3 for key, value in ttft.items()}
+    budget = f" of a {pool['kv_positions_budget']}-position pool" if pool["kv_positions_budget"] else ""
     return (f"{r['concurrency']} requests together: aggregate decode {r['aggregate_decode_tokens_per_s']:.1f} "
             f"tokens/s vs {r['single_decode_tokens_per_s']:.1f} alone ({r['speedup_vs_one']:.2f}x); per request "
             f"{r['per_request_decode_tokens_per_s_median']:.1f} tokens/s; TTFT p50 {ms['p50']:.0f} p90 {ms['p90']:.0f} "
             f"p99 {ms['p99']:.0f} ms (alone {r['single_ttft_s'] * 1e3:.0f}); KV peak in use "
-            f"{(pool['peak_bytes_in_use'] or 0) / 2**20:.1f} MB, buffers "
-            f"{pool['peak_bytes_allocated'] / 2**20:.1f} MB; "
-            f"ids identical to one alone: {r['ids_identical_to_single']}; peak RSS {r['peak_rss_mb']:.0f} MB "
+            f"{(pool['peak_bytes_in_use'] or 0) / 2**20:.1f} MB, buffers {pool['peak_bytes_allocated'] / 2**20:.1f} MB"
+            f"{budget}; ids identical to one alone: {r['ids_identical_to_single']}; peak RSS {r['peak_rss_mb']:.0f} MB "
             f"(medians of {r['repeat']} alternating runs)")
 
 

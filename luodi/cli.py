@@ -294,7 +294,7 @@ def _cmd_bench(args) -> int:
                                                inference_precision=args.inference_precision))
     prompts, new_tokens = bench_prompts(args, lm.tokenizer, lm.backend.max_context)
     ignore_eos = args.ignore_eos or bool(args.workload)
-    if args.concurrency or args.n:
+    if args.concurrency or args.n or args.kv_pool_positions:
         return cli_batching.bench_batching(args, lm, prompts, new_tokens, ignore_eos)
     if args.speculate:
         report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,

@@ -31,6 +31,8 @@ def add_batching_bench(p) -> None:
                    "against one, side by side: aggregate decode tokens/s, TTFT percentiles, KV pool memory")
     g.add_argument("--n", type=positive_int, help="N samples of the prompt in one call (one prefill) against one "
                    "sample (TTFT) and N separate calls (total time)")
+    p.add_argument("--kv-pool-positions", type=positive_int, help="with --concurrency: the KV pool's size in "
+                   "positions over all sequences (default: no limit but the rows); requests that do not fit wait")
 
 
 def generate_test_time(args, lm, prompt, kwargs: dict) -> int | None:
@@ -61,9 +63,12 @@ def bench_batching(args, lm, prompts: list[list[int]], new_tokens: int, ignore_e
 
     if args.speculate:
         raise LuodiError("--speculate is measured on its own, not with --concurrency or --n")
+    if args.kv_pool_positions and not args.concurrency:
+        raise LuodiError("--kv-pool-positions sizes the pool of --concurrency")
     for ids in prompts:
         if args.concurrency:
-            report = run_concurrency_bench(lm, ids, new_tokens, args.concurrency, args.repeat, ignore_eos)
+            report = run_concurrency_bench(lm, ids, new_tokens, args.concurrency, args.repeat, ignore_eos,
+                                           kv_positions=args.kv_pool_positions)
         else:
             report = run_shared_prompt_bench(lm, ids, new_tokens, args.n, args.repeat, ignore_eos)
         report |= {"model": str(args.model), "threads": args.threads}

@@ -13,6 +13,7 @@ from .memory_plan import memory_report, plan_activations
 FUSED_OPS = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "SkipLayerNormalization",
              "FastGelu", "RotaryEmbedding", "Attention", "GroupQueryAttention", "MultiHeadAttention",
              "RMSNormalization", "TensorScatter"}
+POOL_EXAMPLE = (8, 512)  # sequences, positions each: the KV pool line's example
 
 
 def _load(path: Path):
@@ -97,6 +98,10 @@ def format_report(report: dict) -> str:
         lines.append(f"KV cache ({report['kv_cache']}): {report['kv_bytes_per_token'] / 1e3:.1f} kB per position, "
                      f"{report['kv_bytes_at_max_context'] / 1e6:.1f} MB at max context ({report['max_context']} "
                      "positions, batch 1)")
+        lines.append(f"KV pool (many sequences, docs/BATCHING.md): held by the sequences' real lengths, e.g. "
+                     f"{POOL_EXAMPLE[0]} sequences of {POOL_EXAMPLE[1]} positions hold "
+                     f"{POOL_EXAMPLE[0] * POOL_EXAMPLE[1] * report['kv_bytes_per_token'] / 1e6:.1f} MB; size it with "
+                     "scheduler(max_rows, kv_positions) or bench --kv-pool-positions")
         plans = report["activations"]
         if "unavailable" in plans:
             lines.append(f"activation plan: unavailable ({plans['unavailable']})")

@@ -22,7 +22,6 @@ from .api import GenerationResult, _cut_at_stop
 from .errors import GenerationConfigError, LuodiError
 from .runtimes.beam_search import beam_search, check_beam_options
 from .runtimes.decode import GenerationStats
-from .runtimes.scheduler import Scheduler
 from .runtimes.sequence_cache import cache_for
 from .runtimes.streaming import IncrementalDecoder
 
@@ -90,7 +89,7 @@ def generate_many(lm, prompt, config, n: int = 1, best_of: int | None = None, vo
 
 def samples(lm, prompt_ids: list[int], config, n: int, logprobs: int = 0) -> list[GenerationResult]:
     """n completions of one prompt through the scheduler (one prefill, forked), stop strings cut as they appear."""
-    scheduler = Scheduler(lm.backend, lm.eos_ids, lm.pad_id, max_rows=n)
+    scheduler = lm.scheduler(max_rows=n)
     sequences = scheduler.submit(prompt_ids, config, n=n, logprobs=logprobs)
     decoders = [IncrementalDecoder(lm.tokenizer.decode) for _ in sequences]
     fed = [0] * n

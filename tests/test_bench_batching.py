@@ -22,6 +22,21 @@ def test_bench_concurrency_json(export_dir, capsys):
     assert report["single_kv_pool"]["peak_rows"] == 1
 
 
+def test_bench_kv_pool_positions_queues_what_does_not_fit(export_dir, capsys):
+    """A pool of room for two of three requests runs two at once, then the third; ids stay those of one alone."""
+    folder = str(export_dir("tiny-llama"))
+    args = ["bench", folder, "--prompt", "hello there", "--new-tokens", "6", "--ignore-eos", "--repeat", "1",
+            "--concurrency", "3", "--json"]
+    assert main(args) == 0
+    need = json.loads(capsys.readouterr().out)["prompt_tokens"] + 6
+    assert main(args + ["--kv-pool-positions", str(2 * need)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kv_pool"]["peak_rows"] == 2 and report["kv_pool"]["kv_positions_budget"] == 2 * need
+    assert report["ids_identical_to_single"] is True and len(report["per_request_decode_tokens_per_s"]) == 3
+    assert main(["bench", folder, "--prompt", "hi", "--kv-pool-positions", "64"]) == 1
+    assert "--kv-pool-positions sizes the pool of --concurrency" in capsys.readouterr().err
+
+
 def test_bench_shared_prompt_json(export_dir, capsys):
     folder = str(export_dir("tiny-llama"))
     assert main(["bench", folder, "--prompt-tokens", "40", "--new-tokens", "4", "--ignore-eos", "--repeat", "1",
