@@ -1,6 +1,7 @@
 """Continuous batching (runtimes/scheduler.py) on tiny models: every row of a batch whose sequences join and leave
 between steps gives the greedy ids of its prompt alone, on every KV layout ONNX Runtime runs (the ort target's
-shared_buffer, concat without inplace_kv_cache, the trt graph's scatter_buffer) and on OpenVINO's stateful IR;
+shared_buffer, concat without inplace_kv_cache, the trt graph's scatter_buffer), on OpenVINO's stateful IR and
+through TensorRTBackend's row operations (a CPU stand-in engine, tests/trt_stand_in.py);
 n samples prefill once; the pool's rows and KV budget hold; memory follows the real lengths."""
 
 import numpy as np
@@ -18,7 +19,7 @@ from luodi.runtimes.slot_pool import BLOCK, SlotPool
 PROMPTS = [[3, 14, 15, 92, 65, 35], [9, 8, 7, 6, 5, 4], [5, 6], list(range(10, 40)), [7, 8, 9, 10], [100, 200, 300],
            [11] * 12, [42]]
 NEW = [20, 11, 7, 15, 25, 10, 18, 9]
-LAYOUTS = ["shared_buffer", "concat", "scatter_buffer", "openvino"]
+LAYOUTS = ["shared_buffer", "concat", "scatter_buffer", "openvino", "tensorrt"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,15 @@ def models(export_dir, tmp_path_factory):
         return luodi.load(export_model("tiny-llama", out=tmp_path_factory.mktemp("concat") / "m",
                                        passes="-inplace_kv_cache", progress=False))
 
-    loaders = {"shared_buffer": lambda: luodi.load(export_dir("tiny-llama")), "concat": concat,
+    def tensorrt():  # TensorRTBackend's row operations over the CPU stand-in engine (tests/trt_stand_in.py)
+        from trt_stand_in import stand_in
+
+        folder = export_dir("tiny-llama", "trt")
+        backend, _ = stand_in(folder)
+        graph = luodi.load(folder, backend="ort")
+        return luodi.api.LanguageModel(backend, graph.tokenizer, graph.eos_ids, graph.pad_id)
+
+    loaders = {"shared_buffer": lambda: luodi.load(export_dir("tiny-llama")), "concat": concat, "tensorrt": tensorrt,
                "scatter_buffer": lambda: luodi.load(export_dir("tiny-llama", "trt"), backend="ort"),
                "openvino": lambda: luodi.load(export_dir("tiny-llama", "openvino"))}
     done = {}
@@ -83,6 +92,10 @@ def test_rows_joining_and_reusing_slots_match_each_prompt_alone(layout, models):
     assert all(s.finish_reason == "length" for s in sequences)
     memory = scheduler.cache.memory()
     assert memory["peak_rows"] == 3 and memory["rows"] == 0 and memory["bytes_allocated"] == 0
+    if layout == "tensorrt":  # the engine's batch profile bounds the pool
+        with pytest.raises(LuodiError, match="at most 4 sequences at once") as error:
+            lm.scheduler(max_rows=5)
+        assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-qwen2", "tiny-qwen2 int4"])

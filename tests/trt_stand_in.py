@@ -38,7 +38,10 @@ class NumpyDevice:
         return buffer.ctypes.data
 
     def download(self, buffer):
-        return buffer.copy()
+        return buffer.astype(np.float32)
+
+    def fill(self, buffer, array):
+        buffer[:, :, :array.shape[2]] = array
 
 
 class StandInContext:

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contract.kv import KVLayout
+
 from ..contract.manifest import RuntimeFacts
 from ..errors import LuodiError
 
@@ -37,6 +39,8 @@ class Backend(ABC):
     weight_bytes: int | None = None  # what one step reads, the cost a draft model is weighed by (None: unknown)
     source: str | None = None  # sha256 of the checkpoint the export was made from (None: unknown)
     inference_precision: str | None = None  # what the runtime computes in, where chosen at load (OpenVINO)
+    kv_layout: KVLayout | None = None  # how its KV cache is held (luodi.contract.kv), what the scheduler's caches
+    # (runtimes/sequence_cache.py) go by; None: no layout they can drive
 
     def take_facts(self, facts: RuntimeFacts | None) -> None:
         """Set what the export's manifest says of the graph (logits window, weight bytes, source), once, from the

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import ATTENTION_MASK, INPUT_IDS, INPUTS_EMBEDS, LOGITS, POSITION_IDS, is_past_name
+from ..contract.kv import KVLayout
 from ..contract.manifest import EmbeddingTableRef, ModelSpec, RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from .base import Backend, KVState
@@ -141,6 +142,11 @@ class OrtBackend(Backend):
 
     def _truncate(self, state: KVState, past_length: int) -> None:
         self.kv.truncate(state, past_length)
+
+    @property
+    def kv_layout(self) -> KVLayout:
+        """The layout of the graph's cache (its strategy's)."""
+        return self.kv.layout
 
     def kv_arrays(self, state: KVState) -> dict[str, np.ndarray]:
         """The cache as arrays, from the strategy (concat and scatter_buffer: rows padded as mask columns)."""

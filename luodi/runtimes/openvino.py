@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import ATTENTION_MASK, BEAM_IDX, INPUT_IDS, LOGITS, POSITION_IDS, is_past_name, kv_names
+from ..contract.kv import CONCAT, STATEFUL
 from ..contract.manifest import ModelSpec, RuntimeFacts
 from ..errors import CorruptModelError, LuodiError
 from ..runtime_libraries import compile_options, import_openvino
@@ -68,6 +69,7 @@ class OpenVinoBackend(Backend):
                                     f"({str(e).strip().splitlines()[0][:300]})") from None
         inputs = {name for port in self.compiled.inputs for name in port.get_names()}
         self.stateful = not any(is_past_name(name) for name in inputs)
+        self.kv_layout = STATEFUL if self.stateful else CONCAT
         self.has_beam_idx = BEAM_IDX in inputs
         self.past_names, self.present_names = kv_names(spec.num_layers)
         self._kv_shape = (spec.num_kv_heads, 0, spec.head_dim)

@@ -21,7 +21,8 @@ different lengths in one stateful batch need the mask (left padding), exactly as
 
 import numpy as np
 
-from ..contract.kv import CONCAT, SCATTER_BUFFER, kv_bytes_per_position
+from ..contract.kv import kv_bytes_per_position
+from ..errors import LuodiError
 from .sequence_cache import SequenceCache
 
 TRIM_FRACTION = 4  # cut unused leading columns once they are 1/TRIM_FRACTION of the width
@@ -50,13 +51,14 @@ class PaddedRows(SequenceCache):
     @staticmethod
     def takes(backend) -> bool:
         """Whether the backend's cache lines up with mask columns and it hands out its rows (ONNX Runtime concat and
-        scatter_buffer, OpenVINO)."""
-        kv = getattr(backend, "kv", None)
-        if kv is not None:
-            return kv.layout in (CONCAT, SCATTER_BUFFER)
-        return backend.name == "openvino"
+        scatter_buffer, OpenVINO, a TensorRT engine)."""
+        layout = backend.kv_layout
+        return layout is not None and layout.rows_padded
 
     def __init__(self, backend, pad_id: int, max_rows: int, kv_positions: int | None):
+        if backend.max_batch is not None and max_rows > backend.max_batch:
+            raise LuodiError(f"a pool of {max_rows} rows; this model runs at most {backend.max_batch} sequences "
+                             "at once (its engine's profiles)")
         super().__init__(max_rows, kv_positions, _position_bytes(backend))
         self.backend, self.pad_id = backend, pad_id
         self.state = None
@@ -65,8 +67,7 @@ class PaddedRows(SequenceCache):
 
     def allocated_bytes(self) -> int:
         """Rows x width (max context for a full-context buffer) x bytes per position."""
-        kv = getattr(self.backend, "kv", None)
-        width = self.backend.max_context if kv is not None and kv.layout.full_context else self.mask.shape[1]
+        width = self.backend.max_context if self.backend.kv_layout.full_context else self.mask.shape[1]
         return self.mask.shape[0] * width * (self.position_bytes or 0)
 
     def length(self, row: int) -> int:

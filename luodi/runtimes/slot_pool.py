@@ -42,8 +42,7 @@ class SlotPool(SequenceCache):
     @staticmethod
     def takes(backend) -> bool:
         """Whether the backend runs GroupQueryAttention's shared buffers (an ONNX Runtime shared_buffer export)."""
-        kv = getattr(backend, "kv", None)
-        return getattr(kv, "layout", None) is SHARED_BUFFER
+        return backend.kv_layout is SHARED_BUFFER
 
     def __init__(self, backend, max_rows: int, kv_positions: int | None, block: int = BLOCK,
                  min_shared_prefix: int | None = MIN_SHARED_PREFIX):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..contract.graph import ATTENTION_MASK, INPUT_IDS, LOGITS, POSITION_IDS, kv_names
+from ..contract.kv import SCATTER_BUFFER
 from ..contract.manifest import Manifest, ModelSpec, RuntimeFacts, TensorRTInfo
 from ..contract.shapes import pick_profile
 from ..errors import CorruptModelError, LuodiError
@@ -51,11 +52,17 @@ class TorchCudaDevice:
     def download(self, buffer) -> np.ndarray:
         return buffer.float().cpu().numpy()  # waits for the stream's work; float32 (numpy has no bfloat16)
 
+    def fill(self, buffer, array: np.ndarray) -> None:
+        """Copy a host array [batch, heads, n, dim] into a KV buffer's first n positions, in the buffer's dtype."""
+        buffer[:, :, :array.shape[2]] = self.torch.from_numpy(np.ascontiguousarray(array)).to(buffer.device,
+                                                                                               buffer.dtype)
+
 
 class TensorRTBackend(Backend):
     """Drives an engine (one context per profile) through the shared decode loop."""
 
     name = "tensorrt"
+    kv_layout = SCATTER_BUFFER  # TensorScatter writes each step in place in max-context buffers
 
     def __init__(self, engine, spec: ModelSpec, info: TensorRTInfo, device, facts: RuntimeFacts | None = None):
         self.take_facts(facts)
@@ -99,6 +106,24 @@ class TensorRTBackend(Backend):
             raise LuodiError("TensorRT failed to run the engine (see its log above)")
         state.past_length += input_ids.shape[1]
         return self.device.download(logits).astype(np.float32, copy=False)
+
+    def kv_arrays(self, state: KVState) -> dict[str, np.ndarray]:
+        """The cache's first past_length columns, copied to the host (as float32)."""
+        return {name: self.device.download(buffer[:, :, :state.past_length])
+                for name, buffer in zip(self.past_names, state.cache)}
+
+    def set_kv_arrays(self, state: KVState, arrays: dict[str, np.ndarray]) -> None:
+        """New max-context device buffers holding the arrays in their first columns; batch and past length follow."""
+        batch, _, past, _ = next(iter(arrays.values())).shape
+        if self.max_batch is not None and batch > self.max_batch:
+            raise LuodiError(f"{batch} sequences at once; this engine's profiles take at most {self.max_batch}")
+        shape = (batch, self.spec.num_kv_heads, self.max_context, self.spec.head_dim)
+        state.cache = []
+        for name in self.past_names:
+            buffer = self.device.zeros(shape, self.dtype)
+            self.device.fill(buffer, arrays[name])
+            state.cache.append(buffer)
+        state.batch, state.past_length = batch, past
 
     def _truncate(self, state: KVState, past_length: int) -> None:
         """Nothing to cut: TensorScatter writes each step at slot (mask width - new tokens)."""
