@@ -205,7 +205,8 @@ def test_log_probabilities_are_the_models(models):
 
 def test_prompts_starting_alike_reuse_a_live_rows_positions(models):
     """Requests sharing a 20-token system prefix (one arriving while another runs, two identical in one admission)
-    copy the live row's positions and compute only the rest; each still gives its greedy ids alone."""
+    copy the live row's positions and compute only the rest (an identical prompt: nothing, its logits are kept
+    from the first one's prefill); each still gives its greedy ids alone."""
     lm = models("shared_buffer")
     system = list(range(50, 70))
     prompts = [system + [1, 2, 3], system + [4, 5], system + [6, 7, 8, 9], system + [6, 7, 8, 9], [3] * 20]
@@ -214,7 +215,13 @@ def test_prompts_starting_alike_reuse_a_live_rows_positions(models):
     first = scheduler.submit(prompts[0], _greedy(new[0]))
     scheduler.step()
     rest = [scheduler.submit(p, _greedy(n))[0] for p, n in zip(prompts[1:], new[1:])]
-    scheduler.run()
+    run, steps = lm.backend.run_bound, []
+    lm.backend.run_bound = lambda binding, ids, *rest: (steps.append(ids.shape), run(binding, ids, *rest))[1]
+    try:
+        scheduler.run()
+    finally:
+        del lm.backend.run_bound
     assert [s.tokens for s in first + rest] == _alone(lm, prompts, new)
-    # the second and third share the system prompt with the first, the fourth all but its last token with the third
-    assert scheduler.cache.memory()["reused_prefix_positions"] == 20 + 20 + 23
+    # the second and third share the system prompt with the first, the fourth all of itself with the third
+    assert scheduler.cache.memory()["reused_prefix_positions"] == 20 + 20 + 24
+    assert [shape for shape in steps if shape[1] > 1] == [(1, 2), (1, 4), (1, 20)]  # the identical one: no step

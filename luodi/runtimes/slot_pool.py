@@ -14,7 +14,11 @@ buffers are dropped. fork and reorder copy a row's positions into other slots (t
 its keys/values copied n - 1 times; no block reference counts: the op reads each row as one contiguous
 [kv_heads, capacity, head_dim] block, so rows cannot share pages). A prompt that starts with at least
 min_shared_prefix tokens of a live row's prompt (one system prompt) copies those positions the same way and
-runs only its remaining tokens (batch 1 with a past: the op's subsequent-prompt case).
+runs only its remaining tokens (batch 1 with a past: the op's subsequent-prompt case). A prompt identical to a
+live row's prompt copies all its positions and takes the logits kept from that row's prefill, computing nothing:
+its ids are exactly those of the prompt alone, whereas a remainder run as its own chunk may round differently
+from the same positions inside one prefill (int4 MatMulNBits at accuracy level 4 does; fp32 did not, measured in
+docs/BATCHING.md).
 """
 
 import numpy as np
@@ -54,6 +58,7 @@ class SlotPool(SequenceCache):
         self.slot: dict[int, int] = {}  # row -> slot, live slots packed at 0..k-1
         self.lengths: dict[int, int] = {}
         self.prompts: dict[int, list[int]] = {}  # row -> its prompt, which a later prompt may start with
+        self.prompt_logits: dict[int, np.ndarray] = {}  # row -> its prompt's last logits (an identical prompt's)
         self.min_shared_prefix = min_shared_prefix
         self._binding = None  # (live slots, binding of the buffers' first live slots)
 
@@ -103,12 +108,16 @@ class SlotPool(SequenceCache):
                 self.slot[rows[i]] = first + offset
             ids = np.asarray([prompts[i] for i in group], dtype=np.int64)
             for i, row_logits in zip(group, self._run(first, len(group), ids, 0)):
-                logits[i] = row_logits
+                logits[i] = self.prompt_logits[rows[i]] = row_logits.copy()
         for i, (source, shared) in sources.items():  # in order: a source may be a prompt reused just before
             self.slot[rows[i]] = len(self.slot)
             self._copy([self.slot[rows[i]]], [self.slot[source]], shared)
-            logits[i] = self._run(self.slot[rows[i]], 1, np.asarray([prompts[i][shared:]], dtype=np.int64),
-                                  shared)[0]
+            if shared == len(prompts[i]):  # the same prompt: its logits are known
+                logits[i] = self.prompt_logits[source]
+            else:
+                logits[i] = self._run(self.slot[rows[i]], 1, np.asarray([prompts[i][shared:]], dtype=np.int64),
+                                      shared)[0]
+            self.prompt_logits[rows[i]] = logits[i]
             self.reused_positions += shared
         for row, prompt in zip(rows, prompts):
             self.lengths[row], self.prompts[row] = len(prompt), prompt
@@ -117,12 +126,14 @@ class SlotPool(SequenceCache):
 
     def _prefix_sources(self, prompts: list[list[int]], rows: list[int]) -> dict[int, tuple[int, int]]:
         """{prompt index: (row whose positions it starts with, shared length)} for the prompts sharing at least
-        min_shared_prefix tokens with a live row's prompt or an earlier prompt of the call (the longest; at least
-        the last token is left to run)."""
+        min_shared_prefix tokens with a live row's prompt or an earlier prompt of the call (the longest). All of
+        an identical prompt is shared; of any other, at least the last token is left to run."""
         candidates, sources = dict(self.prompts), {}
         for i, prompt in enumerate(prompts):
-            shared, source = max(((_common_prefix(prompt, p), r) for r, p in candidates.items()), default=(0, None))
-            shared = min(shared, len(prompt) - 1)
+            shared, same, source = max(((_common_prefix(prompt, p), p == prompt, r) for r, p in candidates.items()),
+                                       default=(0, False, None))
+            if not same:
+                shared = min(shared, len(prompt) - 1)
             if self.min_shared_prefix and shared >= self.min_shared_prefix:
                 sources[i] = (source, shared)
             candidates[rows[i]] = prompt
@@ -168,7 +179,7 @@ class SlotPool(SequenceCache):
         new = self._new_handles([self.reserved[row]] * n)
         for handle in new:
             self.slot[handle], self.lengths[handle] = len(self.slot), self.lengths[row]
-            self.prompts[handle] = self.prompts[row]
+            self.prompts[handle], self.prompt_logits[handle] = self.prompts[row], self.prompt_logits[row]
         self._copy([self.slot[h] for h in new], [self.slot[row]] * n, self.lengths[row])
         self.note_peak()
         return new
@@ -187,7 +198,7 @@ class SlotPool(SequenceCache):
         """Free the row's slot; the last live row moves into it, so live slots stay packed."""
         self._forget(row)
         slot, last = self.slot.pop(row), len(self.slot)
-        del self.lengths[row], self.prompts[row]
+        del self.lengths[row], self.prompts[row], self.prompt_logits[row]
         if slot != last:
             moving = next(r for r, s in self.slot.items() if s == last)
             self._copy([slot], [last], self.lengths[moving])
