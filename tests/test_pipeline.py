@@ -108,3 +108,18 @@ def test_inspect_cli(export_dir):
     text = subprocess.run([sys.executable, "-m", "luodi", "inspect", str(folder / "model.onnx")],
                           capture_output=True, text=True).stdout
     assert "nodes:" in text and "Attention" in text
+
+
+@pytest.mark.parametrize("target", ["ort", "openvino", "trt"])
+def test_exports_carry_no_source_paths(target, export_dir):
+    """torch's per-node stack traces (this checkout's absolute paths) are dropped: an export does not depend on
+    where luodi lives, and a bundle does not leak that path."""
+    from pathlib import Path
+
+    import luodi
+
+    folder = export_dir("tiny-llama", target)
+    checkout = str(Path(luodi.__file__).resolve().parent.parent)
+    for path in folder.iterdir():
+        if path.suffix in (".onnx", ".xml", ".json"):
+            assert checkout not in path.read_bytes().decode("utf-8", "replace"), path

@@ -60,6 +60,11 @@ def _name_total_dim(model) -> None:
             value.shape = ir.Shape(dims)
 
 
+# torch records each node's Python stack trace, with this checkout's absolute file paths and line numbers:
+# dropped, so an export does not depend on where luodi lives or leak that path into a bundle
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+
+
 def trace_to_onnx(model: CanonicalDecoder):
     """Trace the canonical decoder into an in-memory onnx_ir.Model (weights still in torch memory)."""
     inputs, outputs = io_names(model.spec.num_layers)
@@ -72,6 +77,8 @@ def trace_to_onnx(model: CanonicalDecoder):
                                     dynamic_shapes=_dynamic_shapes(model.spec.num_layers),
                                     input_names=inputs, output_names=outputs, optimize=False, verbose=False)
     _name_total_dim(program.model)
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.pop(STACK_TRACE_KEY, None)
     program.model.metadata_props[MAX_CONTEXT_KEY] = str(model.spec.max_context)
     return program.model
 
