@@ -45,6 +45,11 @@ class Build:
         return " ".join([self.target, self.precision, *extra])
 
 
+def quality_key(build: Build, inference_precision: str | None) -> str:
+    """The name of a quality measurement: the build and what OpenVINO computes in."""
+    return f"{build.name} | {inference_precision or '-'}"
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A build run one way; `draft` set: speculative decoding with that build drafting."""
@@ -63,7 +68,7 @@ class Candidate:
     @property
     def quality_key(self) -> str:
         """What its quality depends on: the build and what it computes in (speculation keeps the output)."""
-        return f"{self.build.name} | {self.inference_precision or '-'}"
+        return quality_key(self.build, self.inference_precision)
 
     def settings(self) -> dict:
         """What determines its measurements."""
@@ -183,11 +188,11 @@ def load_plan(path: Path | None = None, targets: list[str] | None = None, thread
     for target in wanted:
         if target not in available:
             raise LuodiError(f"unknown or not yet available target {target!r}; available: {', '.join(available)}")
-    spec = config.get("speculation") or {}
-    draft = builds.get(spec.get("draft")) if spec else None
-    if spec and draft is None:
-        raise LuodiError(f"{path}: speculation's draft {spec.get('draft')!r} is not one of its builds")
-    for name in spec.get("targets", []) if spec else []:
+    speculation = config.get("speculation") or {}
+    draft = builds.get(speculation.get("draft")) if speculation else None
+    if speculation and draft is None:
+        raise LuodiError(f"{path}: speculation's draft {speculation.get('draft')!r} is not one of its builds")
+    for name in speculation.get("targets", []) if speculation else []:
         if name not in builds:
             raise LuodiError(f"{path}: speculation target {name!r} is not one of its builds")
     counts = _thread_counts(threads or config.get("threads") or ["all"], path)
@@ -197,7 +202,7 @@ def load_plan(path: Path | None = None, targets: list[str] | None = None, thread
     for build in builds.values():
         if build.target not in wanted:
             continue
-        drafts = [None] + ([draft] if draft and build.name in spec.get("targets", []) else [])
+        drafts = [None] + ([draft] if draft and build.name in speculation.get("targets", []) else [])
         for ip in precisions.get(build.target) or [None]:
             if ip not in reasons:
                 reasons[ip] = _inference_precision_reason(ip) if ip not in (None, "f32") else None

@@ -15,7 +15,7 @@ from ..fileio import discard
 from ..manifest import MANIFEST
 from ..outputs import BUNDLE_ARCHIVE, EXPORT_FOLDER, output_folder, output_kind
 from ..progress import count_bar
-from .candidates import Build, Candidate, Plan
+from .candidates import Build, Candidate, Plan, quality_key
 from .choose import choose, no_choice_error, row, score
 from .measure import Measurer
 from .plot import plot_tune
@@ -59,9 +59,11 @@ class _Run:
         self.state.put("exports", build.name, settings, {"folder": build.name})
         return folder
 
+    def quality_settings(self, build: Build, inference_precision: str | None) -> dict:
+        return {"model": self.model, "build": build.settings(), "inference_precision": inference_precision}
+
     def quality(self, build: Build, inference_precision: str | None, threads: int) -> dict:
-        key = f"{build.name} | {inference_precision or '-'}"
-        settings = {"model": self.model, "build": build.settings(), "inference_precision": inference_precision}
+        key, settings = quality_key(build, inference_precision), self.quality_settings(build, inference_precision)
         done = self.state.get("quality", key, settings)
         if done is None:
             done = self.measurer.quality(self.export(build), inference_precision, threads)
@@ -80,13 +82,12 @@ class _Run:
         self.state.put("candidates", c.id, c.settings(), result)
 
     def rows(self, stopped: bool) -> tuple[list[dict], dict | None]:
-        ref = self.state.get("quality", f"{self.plan.reference.name} | -",
-                             {"model": self.model, "build": self.plan.reference.settings(), "inference_precision": None})
+        reference = self.plan.reference
+        ref = self.state.get("quality", quality_key(reference, None), self.quality_settings(reference, None))
         rows = []
         for c in self.plan.candidates:
             record = None if c.not_applicable else self.state.get("candidates", c.id, c.settings())
-            quality = self.state.get("quality", c.quality_key, {"model": self.model, "build": c.build.settings(),
-                                                                 "inference_precision": c.inference_precision})
+            quality = self.state.get("quality", c.quality_key, self.quality_settings(c.build, c.inference_precision))
             if c.not_applicable:
                 rows.append(row(c, c.not_applicable, None, None, None))
             elif record is None:
