@@ -195,3 +195,13 @@ def test_bf16_is_listed_as_not_applicable_where_the_cpu_lacks_it(tmp_path, monke
     reasons = {c.id: c.not_applicable for c in plan.candidates}
     assert reasons["ov | f32 | 1 threads | plain"] is None and reasons["fp32 | - | 1 threads | plain"] is None
     assert "cannot compute in bf16" in reasons["ov | bf16 | 1 threads | plain"]
+
+
+def test_new_measurement_settings_measure_again_but_keep_the_exports(tmp_path, fixed):
+    run_tune("tiny-llama", _plan(tmp_path, BUILDS), tmp_path / "t", 3.0, measurer=fixed, progress=False)
+    assert sorted(name for kind, name in fixed.calls if kind == "export") == sorted(LOSS)
+    fixed.calls.clear()
+    run_tune("tiny-llama", _plan(tmp_path, BUILDS, eval_tokens=64), tmp_path / "t", 3.0, measurer=fixed,
+             progress=False)
+    kinds = [kind for kind, _ in fixed.calls]
+    assert "export" not in kinds and kinds.count("quality") == len(LOSS) and kinds.count("speed") == len(LOSS)

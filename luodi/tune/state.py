@@ -1,7 +1,7 @@
 """The tune folder's state file, so an interrupted `luodi tune` resumes: tune-state.json records each finished
 export, quality measurement and candidate with the settings that produced it. A rerun skips every record whose
-settings equal the current ones; a change of model, workloads or measurement settings (the protocol) starts
-afresh. Written atomically after every step, so a kill loses at most the step under way.
+settings equal the current ones; a change of model, workloads or measurement settings (the protocol) measures
+everything again, reusing the exports whose model and settings are unchanged. Written atomically after every step, so a kill loses at most the step under way.
 """
 
 import json
@@ -34,8 +34,11 @@ class TuneState:
                 data = None
             if not isinstance(data, dict) or data.get("format") != _FORMAT:
                 raise LuodiError(f"{self.path} is not a luodi tune state file; move it away or choose another --out")
-            if data.get("protocol") == self.protocol and all(isinstance(data.get(s), dict) for s in SECTIONS):
-                self.data = data
+            if all(isinstance(data.get(s), dict) for s in SECTIONS):
+                if data.get("protocol") == self.protocol:
+                    self.data = data
+                else:  # new measurements; exports carry their own model and settings, so they stay
+                    self.data["exports"] = data["exports"]
 
     def get(self, section: str, name: str, settings: dict) -> dict | None:
         """The record `name` of `section` if it was made with these settings, else None."""
