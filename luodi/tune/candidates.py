@@ -6,7 +6,7 @@ CPU without it) stay in the plan with the reason, so the report lists them.
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LuodiError
@@ -94,7 +94,6 @@ class Plan:
     repeat: int
     quality: Quality
     source: Path
-    builds: dict[str, Build] = field(default_factory=dict)
 
     def protocol(self, model: str) -> dict:
         """What every measurement depends on (the tune state is discarded when it changes)."""
@@ -216,5 +215,5 @@ def load_plan(path: Path | None = None, targets: list[str] | None = None, thread
     if any(b.calib for b in builds.values()) and quality.calib is None:
         raise LuodiError(f"{path}: builds with calib: true need quality.calib, a calibration text file")
     return Plan(reference, candidates, _workloads(config, kinds, path),
-                int(repeat or (config.get("speed") or {}).get("repeat", 3)), quality, path, builds)
+                int(repeat or (config.get("speed") or {}).get("repeat", 3)), quality, path)
 
