@@ -41,11 +41,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_bench(lm, prompt_ids: list[int], new_tokens: int, repeat: int, ignore_eos: bool, warmup: int = 1) -> dict:
-    """Time `repeat` greedy generations of prompt_ids (after `warmup` untimed ones); medians and all values."""
+def run_bench(lm, prompt_ids: list[int], new_tokens: int, repeat: int, ignore_eos: bool, warmup: int = 1,
+              speculate=None) -> dict:
+    """Time `repeat` greedy generations of prompt_ids (after `warmup` untimed ones); medians and all values.
+    `speculate` as in LanguageModel.generate (luodi tune times its speculative configurations with it)."""
     runs = []
     for i in range(warmup + repeat):
-        result = lm.generate(prompt_ids, max_new_tokens=new_tokens, ignore_eos=ignore_eos)
+        result = lm.generate(prompt_ids, max_new_tokens=new_tokens, ignore_eos=ignore_eos, speculate=speculate)
         if i >= warmup:
             runs.append(result)
     ttft = [r.stats.ttft_s for r in runs]

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 from . import cli_batching, cli_measure
+from .bench_plot import plot_if_asked
 from .compress import cli as compress_cli
+from .tune import cli as tune_cli
 from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
-                         positive_float, positive_int, print_json, thread_count, utf8_text)
+                         png_path, positive_float, positive_int, print_json, thread_count, utf8_text)
 from .errors import LuodiError, one_line
 from .runtimes.openvino import INFERENCE_PRECISIONS
 from .runtimes.speculative import MAX_DRAFT_TOKENS
@@ -96,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--providers", type=lambda s: s.split(","),
                    help="ONNX Runtime execution providers, comma-separated: cpu, cuda, tensorrt, nvtensorrtrtx")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", type=png_path, metavar="FILE.png", help="also chart what was measured (luodi/bench_plot.py)")
     _add_speculation(p)
     cli_batching.add_batching_bench(p)
 
@@ -139,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_measure.add_parsers(sub)
     cli_batching.add_parsers(sub)
     compress_cli.add_parser(sub)
+    tune_cli.add_parser(sub)
     return ap
 
 
@@ -295,16 +299,19 @@ def _cmd_bench(args) -> int:
     prompts, new_tokens = bench_prompts(args, lm.tokenizer, lm.backend.max_context)
     ignore_eos = args.ignore_eos or bool(args.workload)
     if args.concurrency or args.n or args.kv_pool_positions:
-        return cli_batching.bench_batching(args, lm, prompts, new_tokens, ignore_eos)
+        reports = cli_batching.bench_batching(args, lm, prompts, new_tokens, ignore_eos)
+        return plot_if_asked(args, "concurrency" if args.concurrency else "n", reports)
     if args.speculate:
         report = run_speculative_bench(lm, prompts, new_tokens, args.repeat, _speculate(args), args.draft_tokens,
                                        ignore_eos)
         report |= {"model": str(args.model), "speculate": args.speculate, "threads": args.threads}
         print_json(report) if args.json else print(format_speculative(report))
-        return 0
+        return plot_if_asked(args, "speculative", [report])
+    reports = []
     for ids in prompts:
         report = run_bench(lm, ids, new_tokens, args.repeat, ignore_eos=ignore_eos)
         report |= {"model": str(args.model), "load_s": load_s, "threads": args.threads}
+        reports.append(report)
         if args.json:
             print_json(report)
         else:
@@ -313,7 +320,7 @@ def _cmd_bench(args) -> int:
                   f"tokens, {report['new_tokens']} new; TTFT {report['ttft_s'] * 1e3:.1f} ms; decode "
                   f"{report['decode_tokens_per_s']:.1f} tokens/s; peak RSS {report['peak_rss_mb']:.0f} MB "
                   f"(medians of {args.repeat} after a warm-up; load {load_s:.2f} s)")
-    return 0
+    return plot_if_asked(args, "plain", reports)
 
 
 def _cmd_inspect(args) -> int:
@@ -371,7 +378,8 @@ def main(argv=None) -> int:
     1 (2 for a bad flag, from argparse); anything else is a bug and keeps its traceback."""
     handler = {"export": _cmd_export, "generate": _cmd_generate, "bench": _cmd_bench, "inspect": _cmd_inspect,
                "models": _cmd_models, "eval": _cmd_eval, "bundle": _cmd_bundle, "verify": _cmd_verify,
-               "triton": _cmd_triton, **cli_measure.HANDLERS, **cli_batching.HANDLERS, **compress_cli.HANDLERS}
+               "triton": _cmd_triton, **cli_measure.HANDLERS, **cli_batching.HANDLERS, **compress_cli.HANDLERS,
+               **tune_cli.HANDLERS}
     try:
         args = _parser().parse_args(argv)
         return handler[args.command](args)

@@ -56,8 +56,8 @@ def generate_test_time(args, lm, prompt, kwargs: dict) -> int | None:
     return 0
 
 
-def bench_batching(args, lm, prompts: list[list[int]], new_tokens: int, ignore_eos: bool) -> int:
-    """bench --concurrency / --n (luodi/bench_batching.py): one report per prompt."""
+def bench_batching(args, lm, prompts: list[list[int]], new_tokens: int, ignore_eos: bool) -> list[dict]:
+    """bench --concurrency / --n (luodi/bench_batching.py): one report per prompt, printed and returned."""
     from .bench_batching import (format_concurrency, format_shared_prompt, run_concurrency_bench,
                                  run_shared_prompt_bench)
 
@@ -65,6 +65,7 @@ def bench_batching(args, lm, prompts: list[list[int]], new_tokens: int, ignore_e
         raise LuodiError("--speculate is measured on its own, not with --concurrency or --n")
     if args.kv_pool_positions and not args.concurrency:
         raise LuodiError("--kv-pool-positions sizes the pool of --concurrency")
+    reports = []
     for ids in prompts:
         if args.concurrency:
             report = run_concurrency_bench(lm, ids, new_tokens, args.concurrency, args.repeat, ignore_eos,
@@ -72,12 +73,13 @@ def bench_batching(args, lm, prompts: list[list[int]], new_tokens: int, ignore_e
         else:
             report = run_shared_prompt_bench(lm, ids, new_tokens, args.n, args.repeat, ignore_eos)
         report |= {"model": str(args.model), "threads": args.threads}
+        reports.append(report)
         if args.json:
             print_json(report)
         else:
             print(f"{args.model} [{report['backend']}, {args.threads} threads]: " +
                   (format_concurrency(report) if args.concurrency else format_shared_prompt(report)))
-    return 0
+    return reports
 
 
 def add_parsers(sub) -> None:

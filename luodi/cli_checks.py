@@ -89,6 +89,14 @@ def out_path(text: str) -> Path:
     return path
 
 
+def png_path(text: str) -> Path:
+    """An output path (out_path's checks) for a chart: FILE.png, not a folder."""
+    path = out_path(text)
+    if path.suffix.lower() != ".png" or path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: charts are written as PNG files; give a FILE.png")
+    return path
+
+
 def os_error_line(e: OSError) -> str:
     """What a failed read or write of a path says: the path, the system's reason, and where the cache is set
     when the path is in it."""

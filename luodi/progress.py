@@ -33,3 +33,9 @@ def token_bar(total: int, description: str, initial: int = 0, enabled: bool = Tr
     """A bar over a count of tokens: rate (tokens/s) and ETA, on a terminal only."""
     return tqdm(total=total, initial=initial, desc=description, unit="tok", unit_scale=True,
                 disable=None if enabled else True, smoothing=0.1)
+
+
+def count_bar(total: int, description: str, unit: str, initial: int = 0, enabled: bool = True) -> tqdm:
+    """A bar over a count of work items (e.g. luodi tune's configurations): rate and ETA, on a terminal only."""
+    return tqdm(total=total, initial=initial, desc=description, unit=unit, disable=None if enabled else True,
+                bar_format="{desc:<40.40} {bar} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")

@@ -28,10 +28,15 @@ def workload(name: str) -> Workload:
     definitions = yaml.safe_load(read_text_file(path, "workload definitions"))
     if name not in definitions:
         raise BadInputError(f"unknown workload {name!r}: {path} defines {', '.join(definitions)}")
-    entry = definitions[name]
+    return parse_workload(name, definitions[name], path)
+
+
+def parse_workload(name: str, entry, where) -> Workload:
+    """A workload from its definition (a mapping in configs/workloads.yaml's form), or a one-line error naming
+    `where` it was read from."""
     if not isinstance(entry, dict) or "new_tokens" not in entry or (
             ("message" in entry) == ("text_file" in entry and "prompt_tokens" in entry)):
-        raise LuodiError(f"{path}: workload {name} needs new_tokens and either message or text_file + prompt_tokens")
+        raise LuodiError(f"{where}: workload {name} needs new_tokens and either message or text_file + prompt_tokens")
     return Workload(name, int(entry["new_tokens"]), entry.get("message"),
                     Path(entry["text_file"]) if "text_file" in entry else None, entry.get("prompt_tokens"))
 
