@@ -69,6 +69,15 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction_or_percent(text: str) -> float:
+    """An argparse type for a non-negative fraction, given as 0.03 or as 3%."""
+    percent = text.strip().endswith("%")
+    value = finite_float(text.strip().rstrip("%")) / (100 if percent else 1)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
+
+
 thread_count = _checked(lambda text: check_threads(positive_int(text)))
 utf8_text = _checked(check_text)
 
