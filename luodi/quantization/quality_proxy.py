@@ -16,6 +16,7 @@ from ..errors import LuodiError
 from ..passes.last_token_logits import LAST_ROWS
 
 MAX_PROTO_BYTES = 2 ** 31 - 1  # a graph held in memory is one protobuf message
+CACHE_BYTES = 1 << 28  # the float graph's log-probs are kept (fp32) up to this size, else recomputed per trial
 
 
 def every_position(model):
@@ -66,19 +67,29 @@ class QualityProxy:
         self.feeds = feeds
         self.reference = _session(every_position(float_model))
         self.tokens = sum(f[INPUT_IDS].shape[1] - 1 for f in feeds)
+        self.cache: dict[int, np.ndarray] = {}
 
     def _log_probs(self, session, feed: dict) -> np.ndarray:
         names = {i.name for i in session.get_inputs()}
         logits = session.run([LOGITS], {k: v for k, v in feed.items() if k in names})[0]
         return _log_softmax(logits[0, :-1].astype(np.float64))
 
+    def _reference_log_probs(self, window: int) -> np.ndarray:
+        """The float graph's log-probs of one window (fp32 precision either way, so every trial sees the same)."""
+        found = self.cache.get(window)
+        if found is None:
+            found = self._log_probs(self.reference, self.feeds[window]).astype(np.float32)
+            if found.nbytes * len(self.feeds) <= CACHE_BYTES:
+                self.cache[window] = found
+        return found.astype(np.float64)
+
     def measure(self, quantized_model) -> Quality:
         """Perplexity increase and mean KL of `quantized_model` (a graph with the float one's interface)."""
         session = _session(every_position(quantized_model))
         nll_float = nll_quantized = kl = 0.0
-        for feed in self.feeds:
+        for window, feed in enumerate(self.feeds):
             targets = feed[INPUT_IDS][0, 1:]
-            base, trial = self._log_probs(self.reference, feed), self._log_probs(session, feed)
+            base, trial = self._reference_log_probs(window), self._log_probs(session, feed)
             rows = np.arange(len(targets))
             nll_float -= float(base[rows, targets].sum())
             nll_quantized -= float(trial[rows, targets].sum())
