@@ -80,7 +80,13 @@ def test_max_quality_loss_takes_a_percentage_or_a_fraction(capsys):
 def test_the_budget_applies_to_the_search_only(quantized):
     from luodi.errors import LuodiError
 
-    with pytest.raises(LuodiError, match="leave out --method"):
+    with pytest.raises(LuodiError, match="which --method, --keep and --size-budget replace"):
         quantized("int4", method="rtn", max_quality_loss=0.05)
-    with pytest.raises(LuodiError, match="give --method too"):
-        quantized("int4", keep=("lm_head",))
+    with pytest.raises(LuodiError, match="which --method, --keep and --size-budget replace"):
+        quantized("int4", keep=("lm_head",), max_quality_loss=0.05)
+
+
+def test_keep_without_a_method_is_rtn_as_before(quantized):
+    manifest = read_manifest(quantized("int4", keep=("lm_head",)))
+    assert manifest.recipe_search is None
+    assert manifest.quantization["method"] == "rtn" and manifest.quantization["kept_int8"]

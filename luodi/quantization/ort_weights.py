@@ -45,7 +45,8 @@ class WeightQuantization:
         if self.method == SEARCH:
             return self._check_search()
         if self.max_quality_loss is not None:
-            raise LuodiError("--max-quality-loss bounds the default int4 recipe search: leave out --method")
+            raise LuodiError("--max-quality-loss bounds the default int4 recipe search, which --method, --keep and "
+                             "--size-budget replace")
         if self.bits not in (4, 8) or (self.method == "hqq" and self.bits != 4):
             allowed = "4" if self.method == "hqq" else "4 or 8"
             raise LuodiError(f"{self.method} quantizes to {allowed} bits, not {self.bits}")

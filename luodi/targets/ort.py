@@ -26,7 +26,9 @@ class OrtTarget(Target):
             self.refuse_quantization(settings, quantization)
             return settings
         merged = {**settings.compression, **(quantization or {})}
-        if merged.get("method") == SEARCH and "group_size" not in (quantization or {}):
+        if merged.get("method") == SEARCH and (merged.get("keep") or merged.get("size_budget_mb") is not None):
+            merged["method"] = "rtn"  # int8 MatMuls chosen for a given recipe: RTN, int4's default before the search
+        elif merged.get("method") == SEARCH and "group_size" not in (quantization or {}):
             merged["group_size"] = 0  # the recipe search picks it
         weights = WeightQuantization(**{k: merged[k] for k in QUANTIZATION_FIELDS if k in merged})
         weights.check(set())  # before tracing; the group's divisibility is checked on the graph
