@@ -9,8 +9,8 @@ from . import cli_batching, cli_measure
 from .bench_plot import plot_if_asked
 from .compress import cli as compress_cli
 from .tune import cli as tune_cli
-from .cli_checks import (OneLineParser, at_least, finite_float, non_negative_int, os_error_line, out_path,
-                         png_path, positive_float, positive_int, print_json, thread_count, utf8_text)
+from .cli_checks import (OneLineParser, at_least, finite_float, fraction_or_percent, non_negative_int, os_error_line,
+                         out_path, png_path, positive_float, positive_int, print_json, thread_count, utf8_text)
 from .errors import LuodiError, one_line
 from .runtimes.openvino import INFERENCE_PRECISIONS
 from .runtimes.speculative import MAX_DRAFT_TOKENS
@@ -42,9 +42,13 @@ def _parser() -> argparse.ArgumentParser:
                                     "'-a,+b' drops a and appends b")
     p.add_argument("--json", action="store_true", help="print the manifest summary as JSON, no progress bars")
     quant = p.add_argument_group("weight quantization (--target ort --precision int4|int8)")
-    quant.add_argument("--method", choices=["rtn", "minmax", "hqq", "gptq", "awq"],
-                       help="default the target config's (rtn); minmax: each block's own min and max (float zero "
-                            "point, llama.cpp's Q4_1 grid); gptq and awq need --calib")
+    quant.add_argument("--method", choices=["search", "rtn", "rtn_sym", "minmax", "hqq", "gptq", "awq"],
+                       help="default the target config's (int4: search, the fastest recipe within "
+                            "--max-quality-loss); minmax: each block's own min and max (float zero point, llama.cpp's "
+                            "Q4_1 grid); gptq and awq need --calib")
+    quant.add_argument("--max-quality-loss", type=fraction_or_percent, metavar="LOSS",
+                       help="int4 search budget: perplexity increase over fp32 on calibration text, 3%% or 0.03 "
+                            "(default 3%%)")
     quant.add_argument("--group-size", type=positive_int, help="block along the input dimension (default 32)")
     quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
     quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),
@@ -160,7 +164,7 @@ def _cmd_export(args) -> int:
             print(f"  {name:18} {cls.description}")
         return 0
     overrides = {"method": args.method, "group_size": args.group_size, "accuracy_level": args.accuracy_level,
-                 "keep": args.keep, "size_budget_mb": args.size_budget}
+                 "keep": args.keep, "size_budget_mb": args.size_budget, "max_quality_loss": args.max_quality_loss}
     quantization = {k: v for k, v in overrides.items() if v is not None}
     if args.calib:
         quantization["calibration"] = _calibration_ids(args.model, args.calib)

@@ -69,6 +69,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def fraction_or_percent(text: str) -> float:
+    """An argparse type for a non-negative fraction, given as 0.03 or as 3% (a bare 3 is refused: 300% or 3%?)."""
+    percent = text.strip().endswith("%")
+    value = finite_float(text.strip().removesuffix("%")) / (100 if percent else 1)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    if not percent and value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} would be {value:.0%}: write a percentage (e.g. 3%) or a "
+                                         "fraction below 1 (e.g. 0.03)")
+    return value
+
+
 thread_count = _checked(lambda text: check_threads(positive_int(text)))
 utf8_text = _checked(check_text)
 

@@ -34,6 +34,10 @@ class ContextLengthError(LuodiError, ValueError):
     """A prompt (plus what is asked to be generated) longer than the model's max context."""
 
 
+class QualityBudgetError(LuodiError):
+    """No quantization recipe keeps the model within the quality budget asked for."""
+
+
 def one_line(message, limit: int | None = None) -> str:
     """A message as one line (a library's multi-line text joined), cut to `limit` characters if given."""
     text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())

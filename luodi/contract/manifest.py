@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 
 from . import schema
 from .kv import ITEM_BYTES, KV_LAYOUTS, KVLayout
+from .quantization import RECIPE_SEARCH, RecipeSearch
 from .schema import rule
 
 FORMAT = "luodi-export"
@@ -282,6 +283,14 @@ class Manifest:
         for failed, problem in problems:
             if failed:
                 raise schema.ManifestMismatchError(f"{where}: manifest {problem}")
+        if self.quantization and RECIPE_SEARCH in self.quantization:
+            schema.read(RecipeSearch, self.quantization[RECIPE_SEARCH], where, f"quantization.{RECIPE_SEARCH}")
+
+    @property
+    def recipe_search(self) -> RecipeSearch | None:
+        """The int4 recipe search's record (every candidate's measurement and the choice), if the export ran one."""
+        found = (self.quantization or {}).get(RECIPE_SEARCH)
+        return None if found is None else schema.read(RecipeSearch, found, "manifest", f"quantization.{RECIPE_SEARCH}")
 
     @property
     def facts(self) -> RuntimeFacts:

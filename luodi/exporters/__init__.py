@@ -76,6 +76,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         embedding_table = embedding_table_entry(onnx_path)
         weights = weight_bytes(graph)
         del graph, canonical
+        tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)  # before quantizing: calibration reads it
         sections = {}
         if "quantize" in steps:
             stages.next()
@@ -88,7 +89,6 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             lowered = target.lower(onnx_path, tmp, spec, settings)
             model_file, kv_cache, memory["weight_bytes"] = lowered.model_file, STATEFUL.name, lowered.weight_bytes
             sections[target.section] = lowered.section
-        tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)
         inputs, outputs = io_names(spec.num_layers, embeds=embedding_table is not None)
         content = {
             "luodi_version": __version__,

@@ -12,6 +12,7 @@ from ..contract.graph import STEP_WINDOW
 
 
 LOGITS_POSITIONS = "logits_positions"  # the symbolic dim: sequence if sequence <= STEP_WINDOW else 1
+LAST_ROWS = "last_token/slice"  # the Slice the LM head reads (the quality proxy reads around it)
 
 
 class LastTokenLogits(LuodiPass):
@@ -36,7 +37,7 @@ class LastTokenLogits(LuodiPass):
         longer = ir.node("Greater", [seq.outputs[0], consts["window"]], name="last_token/longer")
         rows = ir.node("Where", [longer.outputs[0], consts["one"], seq.outputs[0]], name="last_token/rows")
         starts = ir.node("Neg", [rows.outputs[0]], name="last_token/starts")
-        last = ir.node("Slice", [hidden, starts.outputs[0], consts["ends"], consts["axes"]], name="last_token/slice")
+        last = ir.node("Slice", [hidden, starts.outputs[0], consts["ends"], consts["axes"]], name=LAST_ROWS)
         graph.insert_before(head, [seq, longer, rows, starts])
         graph.insert_before(head, last)
         head.replace_input_with(0, last.outputs[0])

@@ -17,8 +17,10 @@ from .float_zero_points import lower_float_zero_points
 from .half_scales import store_scales_half
 from .shared_embedding import share_embedding
 
-# awq: scales folded before tracing (awq.py), then RTN; minmax: each block's own [min, max] with a float zero point
-METHODS = ("rtn", "minmax", "hqq", "gptq", "awq")
+# awq: scales folded before tracing (awq.py), then RTN; minmax: each block's own [min, max] with a float zero point;
+# rtn_sym: symmetric RTN (no zero points); search: the fastest candidate within a quality budget (recipe_search.py)
+METHODS = ("search", "rtn", "rtn_sym", "minmax", "hqq", "gptq", "awq")
+SEARCH = METHODS[0]
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,22 @@ class WeightQuantization:
     calibration: tuple = ()
     keep: tuple = ()  # MatMul node names (or "lm_head") kept at int8 when the rest goes to int4
     size_budget_mb: float | None = None  # mixed int4/int8 by measured sensitivity, model files within this
+    max_quality_loss: float | None = None  # the search's budget: perplexity increase as a fraction (0.03)
 
     def check(self, hidden_sizes: set[int]) -> None:
         """Clear errors for settings the quantizer cannot honour."""
         if self.method not in METHODS:
             raise LuodiError(f"method {self.method!r} is not available for ONNX Runtime; available: "
                              f"{', '.join(METHODS)}")
+        if self.method == SEARCH:
+            return self._check_search()
+        if self.max_quality_loss is not None:
+            raise LuodiError("--max-quality-loss bounds the default int4 recipe search, which --method, --keep and "
+                             "--size-budget replace")
         if self.bits not in (4, 8) or (self.method == "hqq" and self.bits != 4):
             allowed = "4" if self.method == "hqq" else "4 or 8"
             raise LuodiError(f"{self.method} quantizes to {allowed} bits, not {self.bits}")
-        if self.group_size < 16 or self.group_size & (self.group_size - 1):
-            raise LuodiError(f"group size {self.group_size} must be a power of two >= 16 (MatMulNBits blocks)")
+        self._check_group()
         bad = sorted(k for k in hidden_sizes if k % self.group_size)
         if bad:
             raise LuodiError(f"group size {self.group_size} does not divide the input dimension(s) {bad}")
@@ -58,6 +65,25 @@ class WeightQuantization:
                 raise LuodiError("--keep and --size-budget both choose the int8 MatMuls: give one of them")
             if self.size_budget_mb <= 0:
                 raise LuodiError(f"size budget {self.size_budget_mb} MB must be positive")
+
+    def _check_search(self) -> None:
+        if self.bits != 4:
+            raise LuodiError("the recipe search picks an int4 recipe: use it with --precision int4")
+        if self.keep or self.size_budget_mb is not None:
+            raise LuodiError("--keep and --size-budget pick int8 MatMuls for a given recipe: give --method too")
+        if self.group_size:  # 0: the search picks it
+            self._check_group()
+        if self.max_quality_loss is not None and not 0 <= self.max_quality_loss < 100:
+            raise LuodiError(f"quality budget {self.max_quality_loss} must be a fraction (0.03 for 3%)")
+
+    def _check_group(self) -> None:
+        if self.group_size < 16 or self.group_size & (self.group_size - 1):
+            raise LuodiError(f"group size {self.group_size} must be a power of two >= 16 (MatMulNBits blocks)")
+
+    @property
+    def symmetric(self) -> bool:
+        """Symmetric blocks (no zero points stored; MatMulNBits' default zero point, the centre)."""
+        return self.method == "rtn_sym"
 
 
 def _quantizer_module():
@@ -80,7 +106,7 @@ def _algo_config(q: WeightQuantization, feeds: list[dict]):
     if q.method == "gptq":
         reader = _Reader(feeds)
         return mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=q.group_size)
-    return mnq.DefaultWeightOnlyQuantConfig(block_size=q.group_size, is_symmetric=False,
+    return mnq.DefaultWeightOnlyQuantConfig(block_size=q.group_size, is_symmetric=q.symmetric,
                                             accuracy_level=q.accuracy_level, bits=q.bits)
 
 
@@ -117,8 +143,27 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     """Quantize model.onnx (+ .data) in place; returns what the manifest records."""
     import onnx
 
+    quantized, report = quantize_model(onnx.load(str(onnx_path)), q, feeds, onnx_path.stat().st_size)
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    onnx_path.unlink()
+    data.unlink()
+    onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+    data.chmod(onnx_path.stat().st_mode & 0o777)  # onnx writes the data file private (0600); match the graph's
+    mixed = report.get("mixed_precision")
+    if mixed:
+        files = onnx_path.stat().st_size + data.stat().st_size
+        if files > mixed["budget_mb"] * 1e6:
+            raise LuodiError(f"the mixed-precision model is {files / 1e6:.2f} MB, over the {mixed['budget_mb']} MB "
+                             f"budget (the plan estimated {mixed['planned_mb']} MB); raise the budget slightly")
+        mixed["files_mb"] = round(files / 1e6, 4)
+    return report
+
+
+def quantize_model(model, q: WeightQuantization, feeds: list[dict], graph_bytes: int = 0):
+    """(the quantized model, what the manifest records) of a loaded float model, which it changes; `graph_bytes`:
+    the saved graph file's size, weights aside (a size budget's plan counts it)."""
     MatMulNBitsQuantizer = _quantizer_module().MatMulNBitsQuantizer
-    model = onnx.load(str(onnx_path))
     q.check(_matmul_inputs(model))
     # the GPTQ implementation sorts the graph from its inputs and fails on one no node reads (position_ids
     # in GroupQueryAttention graphs): set those aside and give them back afterwards, interface unchanged
@@ -128,10 +173,10 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
         model.graph.input.remove(value)
     feeds = [{k: v for k, v in feed.items() if k in consumed} for feed in feeds]
     kept = _kept_nodes(model, q.keep) if q.bits == 4 else []
-    mixed = _mixed_plan(model, q, feeds, onnx_path.stat().st_size) if q.size_budget_mb is not None else None
+    mixed = _mixed_plan(model, q, feeds, graph_bytes) if q.size_budget_mb is not None else None
     if mixed:
         kept = mixed["int8"]
-    quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=False,
+    quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=q.symmetric,
                                      accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
                                      algo_config=_algo_config(q, feeds))
     if q.method == "minmax":  # on int8 too: SmolLM2's Q4_1 levels are every 17th of 256 (255 = 15·17)
@@ -154,23 +199,13 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     shared = share_embedding(quantized, offsets)
     halved = store_scales_half(quantized, offsets)
     _drop_unused_initializers(quantized.graph)
-    data = onnx_path.with_name(onnx_path.name + ".data")
-    onnx_path.unlink()
-    data.unlink()
-    onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data.name, size_threshold=1024)
-    data.chmod(onnx_path.stat().st_mode & 0o777)  # onnx writes the data file private (0600); match the graph's
     report = {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
               "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
               "calibration_tokens": len(q.calibration), "kept_int8": kept, "shared_embedding": shared,
               "float_zero_points_lowered": len(offsets), "fp16_scales_saved_mb": round(halved / 1e6, 2)}
     if mixed:
-        files = onnx_path.stat().st_size + data.stat().st_size
-        if files > mixed["budget_mb"] * 1e6:
-            raise LuodiError(f"the mixed-precision model is {files / 1e6:.2f} MB, over the {mixed['budget_mb']} MB "
-                             f"budget (the plan estimated {mixed['planned_mb']} MB); raise the budget slightly")
-        report["mixed_precision"] = mixed | {"files_mb": round(files / 1e6, 4)}
-    return report
+        report["mixed_precision"] = mixed
+    return quantized, report
 
 
 def _mixed_plan(model, q: WeightQuantization, feeds: list[dict], graph_bytes: int) -> dict:

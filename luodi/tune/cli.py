@@ -3,20 +3,9 @@
 import argparse
 from pathlib import Path
 
-from ..cli_checks import out_path, positive_int, print_json, thread_count
+from ..cli_checks import fraction_or_percent, out_path, positive_int, print_json, thread_count
 
 WORKLOADS = ("chat", "long-prompt", "both")
-
-
-def quality_budget(text: str) -> float:
-    """An argparse type for --max-quality-loss: a percentage, '3%' or '3', at least 0."""
-    try:
-        value = float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage (e.g. 3%)") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"a quality loss budget is a percentage of at least 0, got {text!r}")
-    return value
 
 
 def _minutes(text: str) -> float:
@@ -40,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="model folder, .gguf or registry name")
     p.add_argument("--targets", type=lambda s: [t for t in s.split(",") if t],
                    help="targets to try, comma-separated (default every target the candidates file uses)")
-    p.add_argument("--max-quality-loss", type=quality_budget, default=3.0, metavar="PCT",
+    p.add_argument("--max-quality-loss", type=fraction_or_percent, default=0.03, metavar="PCT",
                    help="largest perplexity increase over fp32 on held-out text, e.g. 3%% (default 3%%)")
     p.add_argument("--workload", choices=WORKLOADS, default="both",
                    help="what speed means: chat = W1 decode tokens/s, long-prompt = W2 TTFT, both (default)")
@@ -63,7 +52,7 @@ def cmd_tune(args) -> int:
 
     plan = load_plan(args.candidates, args.targets, args.threads, args.workload, args.repeat, args.eval_tokens)
     out = args.out or Path("build") / f"{Path(args.model).stem}-tune"
-    report = run_tune(args.model, plan, out, args.max_quality_loss, args.budget_minutes, args.bundle,
+    report = run_tune(args.model, plan, out, 100 * args.max_quality_loss, args.budget_minutes, args.bundle,
                       progress=not args.json)
     if args.json:
         print_json(report)

@@ -1,0 +1,122 @@
+"""The default int4 recipe (`luodi export --precision int4` without --method): the fastest candidate whose
+measured quality loss is within a budget.
+
+Each candidate (CANDIDATES: the one list of the recipes the search knows) is quantized for real, by the same
+code an explicit --method runs (ort_weights.quantize_model), and scored by the quality proxy
+(quality_proxy.py: perplexity increase against the float graph on calibration windows through ONNX Runtime).
+"Fastest" is a cost model, not a timing: the estimated milliseconds per decoded token, from the bytes each
+MatMul's weights take at its width plus a fixed cost per MatMul whose float zero points are lowered to extra
+nodes (float_zero_points.py). Its constants are fitted to luodi's own measurements of SmolLM2-135M on this
+project's 2-core machine (docs/QUANTIZATION.md, "The default int4 recipe search"). Candidates are measured
+cheapest first and the first within the budget is chosen, so no cheaper candidate within the budget is
+skipped; the slower ones are recorded as not measured (or all are measured with `exhaustive`). A budget
+nothing meets is a one-line QualityBudgetError naming the closest candidate.
+"""
+
+import math
+from dataclasses import dataclass, replace
+
+from ..contract.graph import LOGITS
+from ..contract.quantization import RecipeMeasurement, RecipeSearch
+from ..contract.schema import to_json
+from ..errors import QualityBudgetError
+from .calibration import quantizable_matmuls
+from .ort_weights import WeightQuantization, quantize_model
+from .quality_proxy import QualityProxy
+
+DEFAULT_BUDGET = 0.03  # perplexity within 3% of the float graph's
+WINDOWS = 8  # calibration windows of 128 tokens the proxy scores
+FLOAT_ZERO_POINTS = ("minmax",)  # methods whose float zero points are lowered to extra nodes per MatMul
+# cost model (ms per decoded token): ms per MB of MatMul weights read at 4 and 8 bits, and per lowered MatMul
+MS_PER_MB = {4: 0.054, 8: 0.043}
+LOWERED_MATMUL_MS = 0.0055
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One candidate: the int4 method of the body, its group size, and the LM head's bits (8: kept at int8,
+    RTN; with tied embeddings the lookup reads the head's table either way)."""
+
+    method: str
+    group_size: int
+    head_bits: int = 4
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} g{self.group_size} head int{self.head_bits}"
+
+    def quantization(self, base: WeightQuantization) -> WeightQuantization:
+        """The explicit WeightQuantization this recipe is (what `--method ... --group-size ... --keep` gives)."""
+        return replace(base, method=self.method, group_size=self.group_size, max_quality_loss=None,
+                       keep=("lm_head",) if self.head_bits == 8 else ())
+
+    def cost(self, shapes: dict[str, tuple[int, int]], head: str | None) -> float:
+        """Estimated ms per decoded token: every MatMul's stored bytes at its width, plus the lowering's nodes."""
+        total = 0.0
+        for node, (k, n) in shapes.items():
+            bits = self.head_bits if node == head else 4
+            blocks = k // self.group_size
+            lowered = bits == 4 and self.method in FLOAT_ZERO_POINTS
+            zero_points = 0 if self.method == "rtn_sym" and bits == 4 else n * math.ceil(blocks * bits / 8)
+            stored = k * n * bits / 8 + n * blocks * 2 + (n * blocks * 2 if lowered else zero_points)
+            total += stored / 1e6 * MS_PER_MB[bits] + (LOWERED_MATMUL_MS if lowered else 0.0)
+        return total
+
+
+CANDIDATES = tuple(Recipe(method, group, head) for head in (4, 8) for method in ("rtn_sym", "rtn", "minmax")
+                   for group in (128, 64, 32))
+
+
+def search_recipe(model, base: WeightQuantization, feeds: list[dict],
+                  exhaustive: bool = False) -> tuple[WeightQuantization, dict]:
+    """(the chosen recipe's WeightQuantization, the manifest's record of the search) for a loaded float model;
+    `base` carries the budget, accuracy level and calibration ids, `feeds` the calibration prefills. A
+    group size given in `base` (not 0) restricts the candidates to it."""
+    budget = DEFAULT_BUDGET if base.max_quality_loss is None else base.max_quality_loss
+    matmuls = quantizable_matmuls(model)
+    shapes = {node: tuple(int(d) for d in init.dims) for node, (_, init) in matmuls.items()}
+    head = next((n.name for n in model.graph.node if n.name in matmuls and LOGITS in n.output), None)
+    candidates = [r for r in CANDIDATES if base.group_size in (0, r.group_size)]
+    candidates.sort(key=lambda r: r.cost(shapes, head))
+    proxy = QualityProxy(model, feeds[:WINDOWS])
+    records, chosen = [], None
+    for recipe in candidates:
+        record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
+                                   float(f"{recipe.cost(shapes, head):.4g}"))
+        undivided = sorted({k for k, _ in shapes.values() if k % recipe.group_size})
+        if undivided:
+            record = replace(record, skipped=f"group {recipe.group_size} does not divide {undivided}")
+        elif chosen is not None and not exhaustive:
+            record = replace(record, skipped=f"slower than {chosen.name}")
+        else:
+            trial = type(model)()
+            trial.CopyFrom(model)
+            quantized, _ = quantize_model(trial, recipe.quantization(base), feeds)
+            quality = proxy.measure(quantized)
+            del trial, quantized
+            record = replace(record, perplexity_increase=round(quality.perplexity_increase, 6),
+                             kl=round(quality.kl, 6))
+            if chosen is None and quality.perplexity_increase <= budget:
+                chosen = recipe
+        records.append(record)
+    chosen_record = within_budget(records, budget, base.group_size)
+    record = RecipeSearch(budget=budget, proxy=f"perplexity increase vs the float graph, ONNX Runtime, "
+                                               f"{proxy.tokens} calibration tokens", calibration_tokens=proxy.tokens,
+                          chosen=chosen_record.name, candidates=records)
+    return chosen.quantization(base), to_json(record)
+
+
+def within_budget(records: list[RecipeMeasurement], budget: float, group_size: int = 0) -> RecipeMeasurement:
+    """The cheapest measured record within the budget (records in cost order), or a one-line QualityBudgetError
+    naming the closest candidate and its loss."""
+    measured = [r for r in records if r.perplexity_increase is not None]
+    fit = next((r for r in measured if r.perplexity_increase <= budget), None)
+    if fit is not None:
+        return fit
+    if not measured:
+        raise QualityBudgetError(f"no int4 recipe fits this model: {records[0].skipped}" if records else
+                                 f"no int4 recipe has group size {group_size}")
+    closest = min(measured, key=lambda r: r.perplexity_increase)
+    raise QualityBudgetError(f"no int4 recipe keeps perplexity within {budget:.1%} of the float model on the "
+                             f"calibration text: the closest is {closest.name} at {closest.perplexity_increase:+.1%}; "
+                             "raise --max-quality-loss or use --precision int8")
