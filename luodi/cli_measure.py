@@ -25,6 +25,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--prompts", type=Path, required=True, help="prompts, one per line")
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the model's chat template")
     p.add_argument("--max-new-tokens", type=non_negative_int, default=64)
+    p.add_argument("--logits", action="store_true",
+                   help="also the max |logit diff| vs transformers over the prompt and the new tokens")
     p.add_argument("--source", help="the model transformers runs (default the export manifest's source)")
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
@@ -51,7 +53,7 @@ def cmd_greedy_check(args) -> int:
 
     source = args.source or read_manifest(args.model).source.name
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
-    rows = greedy_check(lm, source, read_prompts(args.prompts), args.max_new_tokens, args.chat)
+    rows = greedy_check(lm, source, read_prompts(args.prompts), args.max_new_tokens, args.chat, args.logits)
     print_json({"model": args.model, "source": source, "prompts": rows}) if args.json else print(
         format_greedy_check(rows))
     return 0 if all(r["identical"] for r in rows) else 1

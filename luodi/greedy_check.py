@@ -19,11 +19,16 @@ def reference_greedy(model, tok, prompt: str, chat: bool, max_new_tokens: int) -
     return ids[0].tolist(), out[0, ids.shape[1]:].tolist()
 
 
-def greedy_check(lm, source: str, prompts: list[str], max_new_tokens: int, chat: bool) -> list[dict]:
+def greedy_check(lm, source: str, prompts: list[str], max_new_tokens: int, chat: bool,
+                 logits: bool = False) -> list[dict]:
     """Per prompt, whether the loaded export `lm` and transformers on `source` (a model argument: registry name,
-    folder or .gguf) give identical prompt ids and greedy ids, and where the new ids first differ."""
+    folder or .gguf) give identical prompt ids and greedy ids, and where the new ids first differ; with `logits`
+    also the max |logit difference| over the prefill and `max_new_tokens` steps fed transformers' greedy
+    tokens (targets.parity.compare_backends), the fidelity number a long prompt needs beside the ids."""
     from .loaders import resolve
     from .loaders.hf_folder import load_reference, load_reference_tokenizer
+    from .runtimes.torch_ref import TorchReferenceBackend
+    from .targets.parity import compare_backends
 
     # every prompt encoded first: chat on a model without a template fails here, before transformers loads
     prompt_ids = [lm.tokenizer.encode_chat([{"role": "user", "content": p}]) if chat else lm.tokenizer.encode(p)
@@ -39,14 +44,21 @@ def greedy_check(lm, source: str, prompts: list[str], max_new_tokens: int, chat:
         rows.append({"prompt": prompt, "prompt_ids_identical": ids == want_prompt, "tokens": len(got),
                      "reference_tokens": len(want), "first_difference": differ,
                      "identical": ids == want_prompt and differ is None})
+        if logits:
+            reference = TorchReferenceBackend(model, lm.backend.max_context)
+            rows[-1]["max_abs_logit_diff"] = compare_backends(lm.backend, reference, ids, max_new_tokens)[
+                "max_abs_diff"]
     return rows
 
 
 def format_greedy_check(rows: list[dict]) -> str:
     """One line per prompt, then how many were identical."""
     lines = [f"{'identical' if r['identical'] else 'DIFFERENT'}  {r['tokens']:3d} vs {r['reference_tokens']:3d} "
-             f"tokens{'' if r['prompt_ids_identical'] else ' (prompt ids differ)'}  {r['prompt'][:60]!r}"
-             for r in rows]
+             f"tokens{'' if r['prompt_ids_identical'] else ' (prompt ids differ)'}"
+             f"{f'  max |logit diff| {d:.2e}' if (d := r.get('max_abs_logit_diff')) is not None else ''}"
+             f"  {r['prompt'][:60]!r}" for r in rows]
     same = sum(r["identical"] for r in rows)
     lines.append(f"{same}/{len(rows)} prompts give identical greedy token ids")
+    if diffs := [r["max_abs_logit_diff"] for r in rows if "max_abs_logit_diff" in r]:
+        lines.append(f"max |logit diff| over all prompts {max(diffs):.2e}")
     return "\n".join(lines)

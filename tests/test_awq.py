@@ -25,7 +25,9 @@ def _logits(model, ids):
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gpt2"])
 def test_folded_scales_keep_the_float_model(name, reference):
-    model = canonical_from_hf(reference(name)[0])
+    hf_model = reference(name)[0]
+    model = canonical_from_hf(hf_model)
+    hf_weights = {k: v.clone() for k, v in hf_model.state_dict().items()}
     ids = torch.randint(0, model.spec.vocab_size, (1, 40), generator=torch.Generator().manual_seed(0))
     before = _logits(model, ids)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
@@ -34,6 +36,8 @@ def test_folded_scales_keep_the_float_model(name, reference):
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])]
     assert changed and report["groups"] >= 2 * model.spec.num_layers
     torch.testing.assert_close(_logits(model, ids), before, rtol=1e-4, atol=1e-4)
+    # the canonical decoder shares the reference's tensors: folding must leave the reference as it was
+    assert all(torch.equal(v, hf_weights[k]) for k, v in hf_model.state_dict().items())
 
 
 def test_search_never_loses_to_rtn_and_protects_outlier_channels():

@@ -12,7 +12,7 @@ from luodi.errors import (ContextLengthError, CorruptModelError, GenerationConfi
                           UnknownModelError, UnsupportedArchitectureError)
 from luodi.exporters import export_model
 from luodi.loaders import resolve
-from luodi.loaders.gguf import check_gguf
+from luodi.loaders.gguf import check_gguf, end_of_generation_ids
 
 
 def _cli(*args):
@@ -101,17 +101,27 @@ def test_corrupt_gguf(tmp_path):
     assert code == 1 and "corrupt or truncated GGUF" in err and not (tmp_path / "out").exists()
 
 
-def _gguf(path, arch: str):
+def _gguf(path, arch: str, **token_ids):
+    """A one-tensor GGUF of `arch`, with token ids (eos_token_id=..., eot_token_id=...) in its metadata."""
     import numpy as np
     from gguf import GGUFWriter
 
     writer = GGUFWriter(path, arch)
+    for key, token in token_ids.items():
+        getattr(writer, f"add_{key}")(token)
     writer.add_tensor("output_norm.weight", np.ones(8, np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def test_gguf_end_of_generation_ids_are_all_read(tmp_path):
+    """EOS, end-of-turn and end-of-message: the ids a GGUF declares as ending a generation (transformers' GGUF
+    loader keeps only the EOS)."""
+    assert end_of_generation_ids(_gguf(tmp_path / "eog.gguf", "gemma3", eos_token_id=1, eot_token_id=106)) == [1, 106]
+    assert end_of_generation_ids(_gguf(tmp_path / "plain.gguf", "gemma3")) == []
 
 
 def test_gguf_architectures_read_and_refused(tmp_path):

@@ -46,6 +46,24 @@ def test_greedy_check_agrees_with_transformers(export_dir, tmp_path, capsys, cha
     assert main(argv + ["--chat"] * chat + ["--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["prompts"]
     assert [r["identical"] for r in rows] == [True, True] and all(r["tokens"] > 0 for r in rows)
+    assert not any("max_abs_logit_diff" in r for r in rows)
+
+
+def test_greedy_check_measures_the_logit_difference(export_dir, tmp_path, capsys, monkeypatch):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The river rose overnight and\n")
+    argv = ["greedy-check", str(export_dir("tiny-llama")), "--prompts", str(prompts), "--max-new-tokens", "6",
+            "--logits"]
+    assert main(argv + ["--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["prompts"]
+    assert 0 < row["max_abs_logit_diff"] < 1e-4
+    from luodi.runtimes import onnxruntime as ort_runtime
+
+    forward = ort_runtime.OrtBackend.forward_window
+    monkeypatch.setattr(ort_runtime.OrtBackend, "forward_window", lambda *a: forward(*a) + 0.01)
+    assert main(argv) == 0  # a uniform shift keeps every argmax
+    lines = capsys.readouterr().out.splitlines()
+    assert "max |logit diff| 1.00e-02" in lines[0] and lines[-1] == "max |logit diff| over all prompts 1.00e-02"
 
 
 def test_greedy_check_fails_on_a_difference(export_dir, tmp_path, capsys, monkeypatch):

@@ -32,6 +32,8 @@ def test_specs_read_the_family_traits(reference):
     assert gemma2.layer_types == (SLIDING, FULL) * 2 and not gemma2.qk_norm
     qwen3 = spec_from_config(reference("tiny-qwen3")[0].config)
     assert qwen3.qk_norm and not qwen3.sandwich_norms and qwen3.sliding_window is None
+    llama = spec_from_config(reference("tiny-llama")[0].config)
+    assert not llama.qk_norm and not llama.sandwich_norms and llama.embedding_scale == 1.0
 
 
 @pytest.mark.parametrize("target", ["ort", "openvino"])

@@ -65,3 +65,17 @@ def test_smollm2_logits_match_transformers(export_dir, reference):
 def test_export_records_its_own_parity_check(tiny, export_dir):
     parity = read_manifest(export_dir(tiny)).parity
     assert parity["greedy_match"] and parity["max_abs_diff"] <= 1e-4 and parity["steps"] >= 3
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma3"])
+def test_canonical_decoder_shares_the_reference_weights(name, reference):
+    """The canonical decoder holds the transformers model's fp32 tensors, not copies (one copy of the weights in
+    memory while the export traces); only Gemma's folded norm weights are its own."""
+    from luodi.exporters.weights import canonical_from_hf
+
+    hf_model = reference(name)[0]
+    stored = {t.untyped_storage().data_ptr() for t in hf_model.parameters()}
+    canonical = canonical_from_hf(hf_model)
+    own = [n for n, t in canonical.named_parameters() if t.untyped_storage().data_ptr() not in stored]
+    assert own == [n for n in own if n.endswith("norm.weight")]
+    assert bool(own) == (name == "tiny-gemma3")

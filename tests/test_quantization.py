@@ -272,3 +272,20 @@ def test_lowered_constant_blocks_are_exact_on_int8_activations():
 def test_untied_embeddings_keep_their_int8_table(tmp_path):
     folder = export_model("tiny-llama", precision="int4", out=tmp_path / "untied", progress=False)
     assert read_manifest(folder).quantization["shared_embedding"] is False
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma2"])
+def test_keep_lm_head_finds_it_behind_a_final_softcap(name, tmp_path):
+    """--keep lm_head keeps the MatMul making the logits at int8, also where a final soft-capping (Gemma 2)
+    follows it, so the logits output is no MatMul's."""
+    import onnx
+
+    folder = export_model(name, precision="int4", out=tmp_path / name, progress=False,
+                          quantization={"keep": ("lm_head",)})
+    info = read_manifest(folder).quantization
+    (head,) = info["kept_int8"]
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    kept = next(n for n in graph.node if n.name == f"{head}_Q8")  # onnxruntime's quantizer names it so
+    assert kept.op_type == "MatMulNBits" and {a.name: a.i for a in kept.attribute}["bits"] == 8
+    if name == "tiny-gemma2":
+        assert "logits" not in kept.output  # the soft-capping's Tanh and Muls come after it

@@ -161,7 +161,8 @@ class CanonicalDecoder(nn.Module):
 
     def _rope_tables(self, suffix: str, inv_freq, scaling: float):
         """cos/sin of every position up to max_context, as transformers computes them (fp32)."""
-        freqs = torch.arange(self.spec.max_context, dtype=torch.float32)[:, None] * inv_freq.float()[None, :]
+        positions = torch.arange(self.spec.max_context, dtype=torch.float32, device=inv_freq.device)
+        freqs = positions[:, None] * inv_freq.float()[None, :]
         self.register_buffer("cos_table" + suffix, freqs.cos() * float(scaling), persistent=False)
         self.register_buffer("sin_table" + suffix, freqs.sin() * float(scaling), persistent=False)
 

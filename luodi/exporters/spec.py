@@ -7,7 +7,6 @@ from ..families import family_of
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                 "gelu": "gelu"}
 _STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
-_GEMMA, _QK_NORM = ("gemma2", "gemma3"), ("qwen3", "gemma3")
 SLIDING, FULL = LAYER_TYPES
 
 
@@ -110,8 +109,8 @@ def spec_from_config(config, max_context: int | None = None) -> ModelSpec:
         max_context=int(limit),
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         rotary_dim=rotary_dim,
-        qk_norm=fam.name in _QK_NORM,
+        qk_norm=fam.qk_norm,
         sliding_window=window,
         layer_types=layer_types,
-        **(_gemma_traits(config, hidden) if fam.name in _GEMMA else {}),
+        **(_gemma_traits(config, hidden) if fam.gemma_block else {}),
     )

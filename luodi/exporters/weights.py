@@ -95,8 +95,9 @@ def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | Non
             if 2 * freqs.numel() != spec.rotary_dim:
                 raise RuntimeError(f"rotary dims disagree: config says {spec.rotary_dim}, model has {2 * freqs.numel()}")
         intermediate = layers[0]["mlp.down_proj.weight"].shape[1]
-    model = CanonicalDecoder(spec, intermediate, inv_freq=inv_freq, rope_scaling=scaling, local_rope=local_rope,
-                             **_layer_biases(layers[0]))
+    with torch.device("meta"):  # no storage: the parameters take the transformers model's tensors below
+        model = CanonicalDecoder(spec, intermediate, inv_freq=inv_freq, rope_scaling=scaling, local_rope=local_rope,
+                                 **_layer_biases(layers[0]))
     state = {"final_norm.weight": final_norm.weight}
     if spec.tie_word_embeddings:
         state["lm_head_weight_t"] = embed.weight.t()
@@ -109,11 +110,14 @@ def canonical_from_hf(hf_model, max_context: int | None = None, dtype: str | Non
     for i, params in enumerate(layers):
         state.update({f"layers.{i}.{k}": v for k, v in params.items()})
     with torch.no_grad():
-        state = {k: v.detach().float().contiguous() for k, v in state.items()}
+        # fp32 tensors are shared with the transformers model, not copied (one copy of the weights, not two);
+        # nothing changes them in place (AWQ rebinds what it scales). The tied table stays a transposed view.
+        state = {k: v.detach().float() if k == "lm_head_weight_t" else v.detach().float().contiguous()
+                 for k, v in state.items()}
         offset = family_of(hf_model.config.model_type).norm_offset
         if offset:  # Gemma's RMSNorm scales by (1 + w), computed in fp32: fold the 1 into the weight
             state = {k: v + offset if k.endswith("norm.weight") else v for k, v in state.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
     return model.eval() if dtype is None else model.to(getattr(torch, dtype)).eval()

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 # Gemma3TextConfig's defaults, which are Gemma 3's)
 _GGUF_ARCHS = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "phi3": "phi3", "gpt2": "gpt2",
                "gemma3": "gemma3_text"}
+# the ids a GGUF declares as ending a generation (llama.cpp stops on each); transformers' loader reads only the first
+_END_OF_GENERATION = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
 def check_gguf(path: Path) -> str:
@@ -38,6 +40,14 @@ def check_gguf(path: Path) -> str:
         raise UnsupportedArchitectureError(
             f"{path}: unsupported GGUF architecture {arch!r}: luodi reads {', '.join(sorted(_GGUF_ARCHS))}")
     return arch
+
+
+def end_of_generation_ids(path: Path) -> list[int]:
+    """Every token id the GGUF declares as ending a generation: its EOS, end-of-turn and end-of-message ids."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(path).fields
+    return sorted({int(fields[key].parts[-1][0]) for key in _END_OF_GENERATION if key in fields})
 
 
 def convert_gguf(path: Path, out_dir: Path) -> None:
@@ -66,6 +76,8 @@ def convert_gguf(path: Path, out_dir: Path) -> None:
         raise CorruptModelError(f"{path}: GGUF tensors that do not fit the model: {unexpected[:5]}")
     model.tie_weights()
     model.generation_config = quantized.generation_config
+    if len(eos := end_of_generation_ids(path)) > 1:
+        model.generation_config.eos_token_id = eos
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
 

@@ -8,6 +8,7 @@ OpenVINO reads as the FullyConnected weight itself. Run after embedding_gather a
 (constant folding would materialise the Transpose).
 """
 
+import numpy as np
 import onnx_ir as ir
 
 from .base import LuodiPass, lm_head
@@ -43,7 +44,7 @@ class EmbeddingRows(LuodiPass):
         lookups = _column_lookups(table, head)
         if not lookups:
             return 0
-        array = table.const_value.numpy().T.copy()
+        array = np.ascontiguousarray(table.const_value.numpy().T)  # a view when the table is one already
         name = table.name + ".rows"
         rows = ir.Value(name=name, shape=ir.Shape(list(array.shape)), type=table.type,
                         const_value=ir.tensor(array, name=name))

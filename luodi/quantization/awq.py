@@ -69,15 +69,17 @@ def search_scales(x: np.ndarray, w: np.ndarray, bits: int, group: int) -> tuple[
 
 
 def _fold(previous: nn.Module, projections: list, s: torch.Tensor) -> None:
+    """Scale the producer's output channels by 1/s and the projections' inputs by s, into new tensors: the
+    canonical decoder shares its weights with the transformers model, the export's reference."""
     with torch.no_grad():
         if isinstance(previous, nn.Linear):  # output rows of the producing projection
-            previous.weight.div_(s[:, None])
+            previous.weight.data = previous.weight / s[:, None]
         else:  # a norm's per-channel weight
-            previous.weight.div_(s)
+            previous.weight.data = previous.weight / s
         if getattr(previous, "bias", None) is not None:
-            previous.bias.div_(s)
+            previous.bias.data = previous.bias / s
         for projection in projections:
-            projection.weight.mul_(s[None, :])
+            projection.weight.data = projection.weight * s[None, :]
 
 
 def apply_awq(model, token_ids: tuple, bits: int, group: int) -> dict:

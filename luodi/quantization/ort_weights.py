@@ -240,11 +240,18 @@ def _mixed_plan(model, q: WeightQuantization, feeds: list[dict], graph_bytes: in
 
 def _kept_nodes(model, keep: tuple) -> list[str]:
     """Node names of the MatMuls to keep at int8 ("lm_head": the one making the logits), or a clear error."""
+    import onnx_ir as ir
+
+    from ..passes.base import logits_head
+
     matmuls = {n.name: n for n in model.graph.node if n.op_type == "MatMul"}
     names = []
     for item in keep:
-        if item == "lm_head":
-            names += [name for name, node in matmuls.items() if "logits" in node.output]
+        if item == "lm_head":  # the MatMul making the logits, behind a final soft-capping (Gemma 2) if any
+            head, _ = logits_head(ir.from_proto(model.graph))
+            if head is None or head.name not in matmuls:
+                raise LuodiError("--keep lm_head: this graph's logits do not come from a MatMul")
+            names.append(head.name)
         elif item in matmuls:
             names.append(item)
         else:
