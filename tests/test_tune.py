@@ -205,3 +205,32 @@ def test_new_measurement_settings_measure_again_but_keep_the_exports(tmp_path, f
              progress=False)
     kinds = [kind for kind, _ in fixed.calls]
     assert "export" not in kinds and kinds.count("quality") == len(LOSS) and kinds.count("speed") == len(LOSS)
+
+
+@pytest.mark.parametrize("candidates, message", [
+    ("reference: fp32\nbuilds: [fp32]\n" + WORKLOADS, "builds must be a mapping"),
+    ("reference: [fp32]\nbuilds:\n  fp32: {target: ort}\n" + WORKLOADS, "reference must be a build's name"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\n  ../../escape: {target: ort}\n" + WORKLOADS, "build name"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\n  /tmp/abs: {target: ort}\n" + WORKLOADS, "build name"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\n  q: {target: ort, precision: int4, group_size: big}\n"
+     + WORKLOADS, "group_size 'big' is not a integer"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\n" + WORKLOADS.replace("repeat: 1", "repeat: -1"),
+     "speed.repeat must be a positive integer"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\n" + WORKLOADS.replace("window: 48", "window: zero"),
+     "quality.window must be a positive integer"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\nspeculation: [fp32]\n" + WORKLOADS, "speculation must be"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\nspeculation: {draft: fp32, targets: fp32}\n" + WORKLOADS,
+     "speculation targets must be a list"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\n" + WORKLOADS.replace("threads: [1]", "threads: 4"),
+     "threads must be a list"),
+    ("reference: fp32\nbuilds:\n  fp32: {target: ort}\nquality: {max_tokens: 3}\nworkloads: {chat: W1}\n",
+     "quality needs a text entry"),
+])
+def test_malformed_candidates_are_one_line_errors(tmp_path, capsys, candidates, message):
+    """A hostile --candidates file is refused before anything is written, in one line naming what is wrong."""
+    path = tmp_path / "candidates.yaml"
+    path.write_text(candidates)
+    assert main(["tune", "tiny-llama", "--candidates", str(path), "--out", str(tmp_path / "t")]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "t").exists() and not (tmp_path.parent / "escape").exists()

@@ -6,6 +6,7 @@ CPU without it) stay in the plan with the reason, so the report lists them.
 """
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from ..workloads import Workload, parse_workload, workload
 QUANTIZATION_KEYS = ("method", "group_size", "keep", "accuracy_level")
 WORKLOAD_KINDS = ("chat", "long-prompt")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+BUILD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a build's name is its folder under exports/
+QUANTIZATION_TYPES = {"method": ((str,), "name"), "group_size": ((int,), "integer"), "keep": ((str, list), "name or list"),
+                      "accuracy_level": ((int,), "integer")}
 
 
 def default_candidates() -> Path:
@@ -101,7 +105,9 @@ class Plan:
                 "quality": {k: str(v) for k, v in vars(self.quality).items()}}
 
 
-def _build(name: str, entry, where: Path) -> Build:
+def _build(name, entry, where: Path) -> Build:
+    if not isinstance(name, str) or not BUILD_NAME.fullmatch(name):
+        raise LuodiError(f"{where}: build name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
     if not isinstance(entry, dict) or not isinstance(entry.get("target"), str):
         raise LuodiError(f"{where}: build {name!r} needs a mapping with a target")
     unknown = set(entry) - {"target", "precision", "calib", *QUANTIZATION_KEYS}
@@ -111,12 +117,19 @@ def _build(name: str, entry, where: Path) -> Build:
     precision = entry.get("precision", "fp32")
     if precision not in PRECISIONS:
         raise LuodiError(f"{where}: build {name!r} precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    for key, (types, expected) in QUANTIZATION_TYPES.items():
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, types) or
+                                  (isinstance(value, list) and not all(isinstance(v, str) for v in value))):
+            raise LuodiError(f"{where}: build {name!r} {key} {value!r} is not a {expected}")
     quantization = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in entry.items()
                                 if k in QUANTIZATION_KEYS))
     return Build(name, entry["target"], precision, quantization, bool(entry.get("calib", False)))
 
 
 def _thread_counts(values, where) -> list[int]:
+    if not isinstance(values, list):
+        raise LuodiError(f"{where}: threads must be a list, e.g. [1, all]")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     counts = []
     for value in values:
@@ -154,13 +167,29 @@ def _read_yaml(path: Path) -> dict:
     for key in ("reference", "builds", "workloads", "quality"):
         if not isinstance(config, dict) or key not in config:
             raise LuodiError(f"{path}: needs a {key!r} entry (see configs/tune.yaml)")
+    for key in ("builds", "workloads", "quality", "speculation", "inference_precision", "speed"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise LuodiError(f"{path}: {key} must be a mapping (see configs/tune.yaml)")
+    if not isinstance(config["reference"], str):
+        raise LuodiError(f"{path}: reference must be a build's name")
+    if not isinstance((config.get("speculation") or {}).get("targets", []), list):
+        raise LuodiError(f"{path}: speculation targets must be a list of build names")
+    if not isinstance((config["quality"] or {}).get("text"), str):
+        raise LuodiError(f"{path}: quality needs a text entry, the held-out text file")
     return config
+
+
+def _count(value, what: str, where: Path) -> int:
+    """A positive integer setting from the candidates file, or a one-line error naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LuodiError(f"{where}: {what} must be a positive integer, got {value!r}")
+    return value
 
 
 def _workloads(config: dict, kinds: tuple, where: Path) -> dict[str, Workload]:
     chosen = {}
     for kind in kinds:
-        entry = config["workloads"].get(kind)
+        entry = (config["workloads"] or {}).get(kind)
         if entry is None:
             raise LuodiError(f"{where}: workloads needs a {kind!r} entry")
         chosen[kind] = workload(entry) if isinstance(entry, str) else parse_workload(kind, entry, where)
@@ -202,7 +231,10 @@ def load_plan(path: Path | None = None, targets: list[str] | None = None, thread
         if build.target not in wanted:
             continue
         drafts = [None] + ([draft] if draft and build.name in speculation.get("targets", []) else [])
-        for ip in precisions.get(build.target) or [None]:
+        chosen = precisions.get(build.target) or [None]
+        if not isinstance(chosen, list) or not all(isinstance(ip, str | None) for ip in chosen):
+            raise LuodiError(f"{path}: inference_precision {build.target} must be a list, e.g. [f32, bf16]")
+        for ip in chosen:
             if ip not in reasons:
                 reasons[ip] = _inference_precision_reason(ip) if ip not in (None, "f32") else None
             candidates += [Candidate(build, ip, t, d, reasons[ip]) for d in drafts for t in counts]
@@ -210,10 +242,10 @@ def load_plan(path: Path | None = None, targets: list[str] | None = None, thread
         raise LuodiError(f"{path} has no build for the targets {', '.join(wanted)}")
     kinds = WORKLOAD_KINDS if workload_kind == "both" else (workload_kind,)
     q = config["quality"]
-    quality = Quality(Path(q["text"]), int(eval_tokens or q.get("max_tokens", 1024)), int(q.get("window", 512)),
-                      Path(q["calib"]) if q.get("calib") else None)
+    quality = Quality(Path(q["text"]), eval_tokens or _count(q.get("max_tokens", 1024), "quality.max_tokens", path),
+                      _count(q.get("window", 512), "quality.window", path), Path(q["calib"]) if q.get("calib") else None)
     if any(b.calib for b in builds.values()) and quality.calib is None:
         raise LuodiError(f"{path}: builds with calib: true need quality.calib, a calibration text file")
     return Plan(reference, candidates, _workloads(config, kinds, path),
-                int(repeat or (config.get("speed") or {}).get("repeat", 3)), quality, path)
+                repeat or _count((config.get("speed") or {}).get("repeat", 3), "speed.repeat", path), quality, path)
 
