@@ -31,6 +31,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--backend", choices=["ort", "openvino", "tensorrt"],
                    help="runtime (default the export's; --backend ort runs a trt export's graph on ONNX Runtime)")
     p.add_argument("--threads", type=thread_count)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--num-beams", type=positive_int, default=1,
+                      help="beam search on both sides (transformers' num_beams, its default length penalty)")
+    mode.add_argument("--joined", action="store_true",
+                      help="run the prompts together through the scheduler, each joining a few steps after the last")
     p.add_argument("--json", action="store_true")
 
 
@@ -53,7 +58,8 @@ def cmd_greedy_check(args) -> int:
 
     source = args.source or read_manifest(args.model).source.name
     lm = luodi.load(args.model, backend=args.backend, threads=args.threads)
-    rows = greedy_check(lm, source, read_prompts(args.prompts), args.max_new_tokens, args.chat, args.logits)
+    rows = greedy_check(lm, source, read_prompts(args.prompts), args.max_new_tokens, args.chat, args.logits,
+                        args.num_beams, args.joined)
     print_json({"model": args.model, "source": source, "prompts": rows}) if args.json else print(
         format_greedy_check(rows))
     return 0 if all(r["identical"] for r in rows) else 1

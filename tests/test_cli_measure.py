@@ -49,6 +49,30 @@ def test_greedy_check_agrees_with_transformers(export_dir, tmp_path, capsys, cha
     assert not any("max_abs_logit_diff" in r for r in rows)
 
 
+@pytest.mark.parametrize("mode", [["--joined"], ["--num-beams", "3"]])
+def test_greedy_check_joined_rows_and_beams_agree_with_transformers(export_dir, tmp_path, capsys, mode):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The river rose overnight and\nOnce upon a time\nA\nIn the year two thousand, the city of\n")
+    argv = ["greedy-check", str(export_dir("tiny-llama")), "--prompts", str(prompts), "--max-new-tokens", "12"]
+    assert main(argv + mode + ["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["prompts"]
+    assert [r["identical"] for r in rows] == [True] * 4 and all(r["tokens"] > 0 for r in rows)
+
+
+def test_joined_rows_share_decode_steps(export_dir, monkeypatch):
+    """The joined check really overlaps its rows: a later prompt arrives while the earlier ones still decode."""
+    import luodi
+    from luodi.runtimes.scheduler import Scheduler
+
+    lm = luodi.load(export_dir("tiny-llama"), verify=False)
+    widths, step = [], Scheduler.step
+    monkeypatch.setattr(Scheduler, "step", lambda self: widths.append(len(self.running)) or step(self))
+    prompts = [lm.tokenizer.encode(p) for p in ("Once upon a time", "The river rose", "In the year")]
+    got = greedy_check.joined_ids(lm, prompts, 16)
+    assert got == [lm.generate(p, max_new_tokens=16).token_ids for p in prompts]
+    assert max(widths) == 3 and widths.index(3) >= 2 * greedy_check.JOIN_EVERY
+
+
 def test_greedy_check_measures_the_logit_difference(export_dir, tmp_path, capsys, monkeypatch):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The river rose overnight and\n")
@@ -88,3 +112,14 @@ def test_gpu_check_runs_only_commands_luodi_parses():
     assert len(commands) == 3
     for command in commands:
         _parser().parse_args(shlex.split(re.sub(r"\$\w+", "x", command)))
+
+
+def test_a_joined_check_refuses_beams(export_dir):
+    import luodi
+    from luodi.errors import LuodiError
+
+    lm = luodi.load(export_dir("tiny-llama"), verify=False)
+    with pytest.raises(LuodiError, match="joined check runs greedy rows"):
+        greedy_check.greedy_check(lm, "tiny-llama", ["Once upon a time"], 4, chat=False, num_beams=2, joined=True)
+    with pytest.raises(SystemExit):  # the CLI takes one of the two
+        _parser().parse_args(["greedy-check", "x", "--prompts", "p", "--joined", "--num-beams", "2"])
