@@ -189,12 +189,13 @@ def _cmd_export(args) -> int:
 
 
 def _calibration_ids(model: str, path: Path) -> tuple:
-    """Token ids of a calibration text, with the model's own tokenizer."""
+    """Token ids of a calibration text, with the model's own tokenizer, in calibration windows."""
     from .evaluate import read_text
     from .loaders import resolve
+    from .quantization.calibration import calibration_ids
     from .tokenizer import Tokenizer
 
-    return tuple(Tokenizer(resolve(model).hf_dir).encode(read_text(path)))
+    return calibration_ids(Tokenizer(resolve(model).hf_dir), read_text(path))
 
 
 def _cmd_eval(args) -> int:

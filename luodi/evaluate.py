@@ -32,7 +32,9 @@ def text_ids(tokenizer, text: str) -> tuple[list[int], list[int]]:
     return plain, opening if full[len(opening):] == plain else []
 
 
-def _windows(ids: list[int], window: int, max_tokens: int | None, opening: list[int]) -> list[list[int]]:
+def text_windows(ids: list[int], window: int, max_tokens: int | None, opening: list[int]) -> list[list[int]]:
+    """A text's ids (the first `max_tokens`) cut into windows of at most `window` tokens, each led by `opening`
+    (text_ids), as evaluation and calibration both read a text."""
     ids = ids[:max_tokens] if max_tokens else ids
     step = window - len(opening)
     if step < 1:
@@ -54,7 +56,7 @@ def evaluate_text(lm, ids: list[int], window: int = 512, max_tokens: int | None 
     """Perplexity of `lm` on a text's token ids (`max_tokens` of them), each window led by `opening` (see
     text_ids); with a `reference` model also top-1 agreement on the same positions."""
     window = min(window, lm.backend.max_context)
-    windows = _windows(ids, window, max_tokens, list(opening))
+    windows = text_windows(ids, window, max_tokens, list(opening))
     if not windows:
         raise LuodiError("the evaluation text has fewer than two tokens")
     first = max(len(opening), 1)  # the first position scored: the first text token when an opening leads

@@ -289,3 +289,29 @@ def test_keep_lm_head_finds_it_behind_a_final_softcap(name, tmp_path):
     assert kept.op_type == "MatMulNBits" and {a.name: a.i for a in kept.attribute}["bits"] == 8
     if name == "tiny-gemma2":
         assert "logits" not in kept.output  # the soft-capping's Tanh and Muls come after it
+
+
+class _Tokenizer:
+    """One id per word; `bos` is prepended when special tokens are asked for (as Gemma's tokenizer does)."""
+
+    def __init__(self, bos):
+        self.bos = bos
+
+    def encode(self, text, add_special_tokens=True):
+        ids = [10 + i for i, _ in enumerate(text.split())]
+        return ([self.bos] if add_special_tokens and self.bos is not None else []) + ids
+
+
+@pytest.mark.parametrize("bos", [2, None])
+def test_every_calibration_window_opens_as_a_text_does(bos):
+    from luodi.quantization.calibration import WINDOW, calibration_ids, prefill_windows
+
+    text = " ".join(["word"] * 300)
+    ids = calibration_ids(_Tokenizer(bos), text)
+    windows = [w["input_ids"][0].tolist() for w in prefill_windows(ids)]
+    plain = _Tokenizer(None).encode(text)
+    if bos is None:
+        assert list(ids) == plain  # a tokenizer that adds nothing: the text's ids unchanged
+    else:
+        assert all(w[0] == bos and bos not in w[1:] for w in windows) and len(windows[0]) == WINDOW
+        assert [t for w in windows for t in w[1:]] == plain  # every text token once, in order

@@ -22,7 +22,7 @@ ALPHAS = tuple(i / 20 for i in range(20))
 ROWS = 512  # calibration rows kept per projection input (a fixed-seed sample over all positions)
 
 
-def _collect_inputs(model, linears: list, token_ids: tuple, window: int = 128, rows: int = ROWS) -> dict:
+def _collect_inputs(model, linears: list, token_ids: tuple, rows: int = ROWS) -> dict:
     """{linear module: [rows, in_features] float32 inputs} from running the model on calibration windows."""
     spec = model.spec
     seen = {m: [] for m in linears}
@@ -31,7 +31,7 @@ def _collect_inputs(model, linears: list, token_ids: tuple, window: int = 128, r
     try:
         with torch.no_grad():
             empty = torch.zeros(1, spec.num_kv_heads, 0, spec.head_dim, dtype=next(model.parameters()).dtype)
-            for feed in prefill_windows(token_ids, window):
+            for feed in prefill_windows(token_ids):
                 model(*(torch.from_numpy(feed[k]) for k in ("input_ids", "attention_mask", "position_ids")),
                       [(empty, empty) for _ in model.layers])
     finally:

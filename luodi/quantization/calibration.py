@@ -6,14 +6,25 @@ import numpy as np
 from ..contract.manifest import ModelSpec
 
 ROWS_PER_MATMUL = 256  # activation rows kept per MatMul input: a fixed-seed sample over all positions
+WINDOW = 128  # tokens per calibration prefill
 
 
-def prefill_windows(token_ids: tuple, window: int = 128) -> list[dict]:
-    """input_ids, attention_mask and position_ids ([1, n] int64) of each `window`-token slice of the
+def calibration_ids(tokenizer, text: str) -> tuple:
+    """Token ids of a calibration text laid out as WINDOW-token prefills, each led by the special tokens the
+    tokenizer opens a text with (a BOS: a model such as Gemma 3 is far off its trained behaviour in a window
+    without it, which made a quantized graph look as good as the float one there)."""
+    from ..evaluate import text_ids, text_windows
+
+    plain, opening = text_ids(tokenizer, text)
+    return tuple(token for window in text_windows(plain, WINDOW, None, opening) for token in window)
+
+
+def prefill_windows(token_ids: tuple) -> list[dict]:
+    """input_ids, attention_mask and position_ids ([1, n] int64) of each WINDOW-token slice of the
     calibration ids: one prefill from an empty cache each (no ids, as for methods without calibration: none)."""
     found = []
-    for start in range(0, len(token_ids) - 1, window):
-        ids = np.asarray(token_ids[start:start + window], dtype=np.int64)[None]
+    for start in range(0, len(token_ids) - 1, WINDOW):
+        ids = np.asarray(token_ids[start:start + WINDOW], dtype=np.int64)[None]
         found.append({"input_ids": ids, "attention_mask": np.ones_like(ids),
                       "position_ids": np.arange(ids.shape[1], dtype=np.int64)[None]})
     return found
@@ -25,14 +36,14 @@ def sample_rows(parts: list, rows: int, rng) -> np.ndarray:
     return x[np.sort(rng.choice(len(x), rows, replace=False))] if len(x) > rows else x
 
 
-def calibration_feeds(spec: ModelSpec, kv_cache: str, token_ids: tuple, window: int = 128) -> list[dict]:
-    """Prefill feeds of `window` tokens each over the calibration ids, with an empty cache of the graph's layout
+def calibration_feeds(spec: ModelSpec, kv_cache: str, token_ids: tuple) -> list[dict]:
+    """Prefill feeds of WINDOW tokens each over the calibration ids, with an empty cache of the graph's layout
     (`spec`: the model's contract.manifest.ModelSpec)."""
     from ..contract.graph import INPUT_IDS, kv_names
     from ..contract.kv import KV_LAYOUTS
 
     layout, feeds = KV_LAYOUTS[kv_cache], []
-    for feed in prefill_windows(token_ids, window)[:16]:
+    for feed in prefill_windows(token_ids)[:16]:
         slots = layout.slots(feed[INPUT_IDS].shape[1], spec.max_context) if layout.in_place else 0
         empty = np.zeros((1, spec.num_kv_heads, slots, spec.head_dim), np.float32)
         feeds.append(feed | {name: empty for name in kv_names(spec.num_layers)[0]})

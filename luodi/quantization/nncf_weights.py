@@ -10,12 +10,12 @@ from ..contract.graph import BEAM_IDX
 from ..errors import LuodiError
 
 
-def _calibration_dataset(nncf, token_ids: tuple, window: int = 128, windows: int = 16):
-    """NNCF's dataset for the stateful IR: prefills of `window` calibration tokens, each from an empty state."""
+def _calibration_dataset(nncf, token_ids: tuple, windows: int = 16):
+    """NNCF's dataset for the stateful IR: prefills of calibration windows, each from an empty state."""
     from ..quantization.calibration import prefill_windows
 
     return nncf.Dataset([feed | {BEAM_IDX: np.zeros(1, dtype=np.int32)}
-                         for feed in prefill_windows(token_ids, window)[:windows]])
+                         for feed in prefill_windows(token_ids)[:windows]])
 
 
 def compress_weights(model, compression: dict):

@@ -13,6 +13,7 @@ skipped; the slower ones are recorded as not measured (or all are measured with 
 nothing meets is a one-line QualityBudgetError naming the closest candidate.
 """
 
+import gc
 import math
 from dataclasses import dataclass, replace
 
@@ -25,7 +26,7 @@ from .ort_weights import WeightQuantization, quantize_model
 from .quality_proxy import QualityProxy
 
 DEFAULT_BUDGET = 0.03  # perplexity within 3% of the float graph's
-WINDOWS = 8  # calibration windows of 128 tokens the proxy scores
+WINDOWS = 8  # calibration windows (calibration.WINDOW tokens each) the proxy scores
 FLOAT_ZERO_POINTS = ("minmax",)  # methods whose float zero points are lowered to extra nodes per MatMul
 # cost model (ms per decoded token): ms per MB of MatMul weights read at 4 and 8 bits, and per lowered MatMul
 MS_PER_MB = {4: 0.054, 8: 0.043}
@@ -94,6 +95,7 @@ def search_recipe(model, base: WeightQuantization, feeds: list[dict],
             quantized, _ = quantize_model(trial, recipe.quantization(base), feeds)
             quality = proxy.measure(quantized)
             del trial, quantized
+            gc.collect()  # the quantizer's objects hold the graph in reference cycles: free each trial's copies now
             record = replace(record, perplexity_increase=round(quality.perplexity_increase, 6),
                              kl=round(quality.kl, 6))
             if chosen is None and quality.perplexity_increase <= budget:

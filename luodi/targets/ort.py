@@ -72,11 +72,12 @@ class OrtTarget(Target):
 
 def default_calibration_ids(folder: Path, characters: int = 40_000) -> tuple:
     """Token ids of the start of luodi's calibration text (compress/texts.py: Python's help() topics, never
-    the held-out licence texts), with the tokenizer saved in `folder`."""
+    the held-out licence texts), with the tokenizer saved in `folder`, in calibration windows."""
     from ..compress.texts import training_text
+    from ..quantization.calibration import calibration_ids
     from ..tokenizer import Tokenizer
 
-    return tuple(Tokenizer(folder).encode(training_text()[:characters]))
+    return calibration_ids(Tokenizer(folder), training_text()[:characters])
 
 
 TARGET = OrtTarget

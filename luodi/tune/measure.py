@@ -21,11 +21,12 @@ class Measurer:
         model, gives the tokenizer for the calibration text of a build that takes one."""
         from ..evaluate import read_text
         from ..exporters import export_model
+        from ..quantization.calibration import calibration_ids
         from ..tokenizer import Tokenizer
 
         quantization = dict(build.quantization)
         if build.calib:
-            quantization["calibration"] = tuple(Tokenizer(reference).encode(read_text(self.plan.quality.calib)))
+            quantization["calibration"] = calibration_ids(Tokenizer(reference), read_text(self.plan.quality.calib))
         return export_model(self.model, target=build.target, out=out, precision=build.precision, progress=False,
                             quantization=quantization or None, force=True)
 
