@@ -91,4 +91,3 @@ def test_keep_without_a_method_is_rtn_as_before(quantized):
     manifest = read_manifest(quantized("int4", keep=("lm_head",)))
     assert manifest.recipe_search is None
     assert manifest.quantization["method"] == "rtn" and manifest.quantization["kept_int8"]
-
