@@ -33,9 +33,11 @@ export: setup
 $(OUT)/manifest.json: | setup
 	$(PY) -m luodi export $(MODEL) --target $(TARGET) --out $(OUT) $(EXPORT_FLAGS)
 
-# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# pytest exits 5 when it collected no test: that is a failure here, not a pass. Two workers (pytest-xdist):
+# most tests run on one core, and the suite takes about half as long (tests/conftest.py keeps them apart).
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup; rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # W1-like (chat prompt, 128 new tokens) and W2-like (512-token prompt, 32 new tokens); medians of 5 runs.
 bench: $(OUT)/manifest.json

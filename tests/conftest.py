@@ -2,11 +2,34 @@
 
 Models and conversions are cached in $LUODI_CACHE (default ~/.cache/luodi); export folders go to a
 temporary folder per test session, so every run exports afresh.
+
+`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). Before they start, the
+controller builds every tiny model into the cache, so no two workers build one entry at once; the tests of
+one real model share a worker (`xdist_group`), which exports it once and converts it into the cache alone.
 """
 
 import pytest
 
+REAL_MODEL_MARKS = ("smollm2", "gemma3")
 TINY = ["tiny-llama", "tiny-qwen2", "tiny-phi3", "tiny-gpt2", "tiny-gemma3", "tiny-gemma2", "tiny-qwen3", "tiny-llama3"]
+
+
+def pytest_sessionstart(session):
+    """On the xdist controller (or a plain run), build the tiny models before any test or worker reads them."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from luodi.loaders import resolve
+
+    for name in TINY:
+        resolve(name)
+
+
+def pytest_collection_modifyitems(items):
+    """Keep each real model's tests on one xdist worker: one export per target, one conversion into the cache."""
+    for item in items:
+        for mark in REAL_MODEL_MARKS:
+            if item.get_closest_marker(mark):
+                item.add_marker(pytest.mark.xdist_group(mark))
 
 
 @pytest.fixture(scope="session")
