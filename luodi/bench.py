@@ -1,7 +1,6 @@
 """`luodi bench`: TTFT, decode tokens/s (prefill excluded) and peak RSS, as medians over repeated runs after
 a warm-up, with the same protocol as the anchor kit in shared/anchors (greedy, optional EOS suppression)."""
 
-import resource
 import statistics
 import time
 
@@ -37,8 +36,10 @@ def bench_prompts(args, tokenizer, max_context: int) -> tuple[list[list[int]], i
 
 
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MB (model load included)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """The process's peak resident memory so far, in MB (2^20 bytes; model load included)."""
+    from .process_memory import peak_rss_bytes
+
+    return peak_rss_bytes() / 2**20
 
 
 def run_bench(lm, prompt_ids: list[int], new_tokens: int, repeat: int, ignore_eos: bool, warmup: int = 1,

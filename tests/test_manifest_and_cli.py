@@ -1,6 +1,7 @@
 """Export folders: manifest contents, IO signature, and the CLI end to end on a tiny model."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -57,3 +58,11 @@ def test_cli_export_generate_bench(tmp_path):
     assert report["ttft_s"] > 0 and report["decode_tokens_per_s"] > 0
     proc = _cli("models")
     assert "smollm2-135m" in proc.stdout and "gemma3-270m" in proc.stdout and "tiny-gpt2" in proc.stdout
+
+
+def test_export_ends_with_its_time_and_peak_memory(tmp_path):
+    proc = _cli("export", "tiny-llama", "--out", tmp_path / "tiny-llama-ort")
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    found = re.fullmatch(r"done in \d+ s; peak RSS (\d+\.\d\d) GB(, reached in: [a-z0-9 ()]+)?", last)
+    assert found and 0.05 < float(found[1]) < 64, last

@@ -10,7 +10,7 @@ import torch
 
 from luodi.exporters import export_model
 from luodi.targets import get_target
-from luodi.targets.parity import PARITY_THREADS, check_parity
+from luodi.targets.parity import PARITY_THREADS, check_parity, parity_reference
 from luodi.targets.parity_runs import competing_load, cpu_sets, parity_runs
 from luodi.loaders.hf_folder import load_reference
 from luodi.loaders.tiny import build_tiny
@@ -48,7 +48,8 @@ def test_parity_pins_its_threads_and_gives_them_back(wide_openvino):
     model, folder = wide_openvino
     before = torch.get_num_threads()
     target = get_target("openvino")
-    parity = check_parity(folder, read_manifest(folder), load_reference(model), target,
+    manifest = read_manifest(folder)
+    parity = check_parity(folder, manifest, parity_reference(load_reference(model), manifest.spec), target,
                           target.settings("fp32", None, None))
     assert parity["threads"] == PARITY_THREADS and torch.get_num_threads() == before
 

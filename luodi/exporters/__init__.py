@@ -43,7 +43,8 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     from ..memory_plan import memory_report
     from ..passes import run_passes
     from ..passes.base import op_histogram, weight_bytes
-    from ..targets.parity import check_parity
+    from ..process_memory import release_freed_memory
+    from ..targets.parity import check_parity, parity_reference
     from ..tokenizer import Tokenizer
     from .onnx_export import OPSET, embedding_table_entry, save_onnx, trace_to_onnx
     from .weights import canonical_from_hf, factor_low_rank
@@ -72,16 +73,23 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         passed = run_passes(graph, pipeline)
         ops_after = op_histogram(graph)
         stages.next()
+        # the reference's side of the parity check, recorded now so that the transformers model is not held
+        # beside the save, quantize and lower steps (each holds the weights itself: at most two copies at once)
+        reference = parity_reference(hf_model, spec)
+        del canonical, hf_model
+        release_freed_memory()
         onnx_path = save_onnx(graph, tmp)
         embedding_table = embedding_table_entry(onnx_path)
         weights = weight_bytes(graph)
-        del graph, canonical
+        del graph
+        release_freed_memory()
         tokenizer_files = save_tokenizer_files(source.hf_dir, tmp)  # before quantizing: calibration reads it
         sections = {}
         if "quantize" in steps:
             stages.next()
             sections[target.section] = target.quantize(onnx_path, spec, settings, passed.kv_layout, prepared)
             weights = onnx_path.with_name(onnx_path.name + ".data").stat().st_size
+            release_freed_memory()
         memory = memory_report(onnx_path, spec, weights, settings.kv_dtype)
         model_file, kv_cache = onnx_path.name, passed.kv_layout
         if "lower" in steps:
@@ -89,6 +97,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             lowered = target.lower(onnx_path, tmp, spec, settings)
             model_file, kv_cache, memory["weight_bytes"] = lowered.model_file, STATEFUL.name, lowered.weight_bytes
             sections[target.section] = lowered.section
+            release_freed_memory()
         inputs, outputs = io_names(spec.num_layers, embeds=embedding_table is not None)
         content = {
             "luodi_version": __version__,
@@ -106,7 +115,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
             **{name: section for name, section in sections.items() if section},
         }
         stages.next()
-        content["parity"] = parity = check_parity(tmp, draft_manifest(content, str(out)), hf_model, target,
+        content["parity"] = parity = check_parity(tmp, draft_manifest(content, str(out)), reference, target,
                                                    settings)
         if settings.precision == "fp32" and parity["max_abs_diff"] > LOGITS_TOLERANCE:
             raise LuodiError(f"export does not match transformers: max |logit diff| {parity['max_abs_diff']:.2e} "

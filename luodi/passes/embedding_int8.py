@@ -15,12 +15,24 @@ from .base import LuodiPass
 TOKEN_IDS = "input_ids"
 
 
+TOKENS_PER_BLOCK = 8192  # tokens quantized at a time: a 262K-token table's float temporaries stay ~20 MB
+
+
 def _quantize(table: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 table, float32 scale per token) for a table whose tokens run along `axis`."""
-    reduce = 1 - axis
-    scale = np.abs(table).max(axis=reduce, keepdims=True) / 127.0
-    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    return np.clip(np.rint(table / scale), -127, 127).astype(np.int8), scale
+    """(int8 table, float32 scale per token) for a table whose tokens run along `axis`, a block of tokens at a
+    time (each token's numbers are independent of the others')."""
+    rows = table if axis == 0 else table.T  # a view: tokens along its first axis
+    codes = np.empty(rows.shape, dtype=np.int8)
+    scales = np.empty((rows.shape[0], 1), dtype=np.float32)
+    for start in range(0, rows.shape[0], TOKENS_PER_BLOCK):
+        block = rows[start:start + TOKENS_PER_BLOCK].astype(np.float32)
+        scale = np.abs(block).max(axis=1, keepdims=True) / 127.0
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        codes[start:start + len(block)] = np.clip(np.rint(block / scale), -127, 127)
+        scales[start:start + len(block)] = scale
+    if axis == 0:
+        return codes, scales
+    return np.ascontiguousarray(codes.T), scales.T
 
 
 def _lookups(graph: ir.Graph) -> list[ir.Node]:
@@ -48,7 +60,7 @@ class EmbeddingInt8(LuodiPass):
         for gather in lookups:
             table, ids = gather.inputs
             axis = gather.attributes.get_int("axis", 0)
-            q, scale = _quantize(table.const_value.numpy().astype(np.float32), axis)
+            q, scale = _quantize(table.const_value.numpy(), axis)
             values = []
             for suffix, array in (("int8", q), ("scales", scale.reshape(-1) if axis == 1 else scale)):
                 name = f"{table.name}.{suffix}"

@@ -5,9 +5,16 @@ An export's graph computes the logits of a prefill's last position only (passes/
 proxy reads a copy whose LM head takes every position again, so one prefill of a window scores all of its
 next-token predictions. Perplexity increase = exp(mean NLL quantized − mean NLL float) − 1 over the same
 tokens, the quantity the budget bounds; the KL is recorded beside it.
+
+Memory: the float graph runs once, from its file, and its log-probs wait in a temporary file (Gemma 3's
+262K-token vocabulary makes them about 1 GB for 8 windows); its session is then freed, so the search holds
+at most one float copy of the weights at a time: the trial being quantized.
 """
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,7 +23,6 @@ from ..errors import LuodiError
 from ..passes.last_token_logits import LAST_ROWS
 
 MAX_PROTO_BYTES = 2 ** 31 - 1  # a graph held in memory is one protobuf message
-CACHE_BYTES = 1 << 28  # the float graph's log-probs are kept (fp32) up to this size, else recomputed per trial
 
 
 def every_position(model):
@@ -36,15 +42,39 @@ def every_position(model):
     return probe
 
 
+def _options():
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return options
+
+
 def _session(model):
     import onnxruntime as ort
 
     if model.ByteSize() > MAX_PROTO_BYTES:
         raise LuodiError("the int4 recipe search holds the graph in memory, which is over 2 GB here: choose a "
                          "recipe with --method")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), _options(), providers=["CPUExecutionProvider"])
+
+
+def _file_session(onnx_path: Path):
+    """A session of the saved graph with every position's logits, its weights read from the graph's own data
+    file by ONNX Runtime (the graph's structure is rewritten into a temporary sibling, removed at once)."""
+    import onnx
+    import onnxruntime as ort
+
+    from ..fileio import new_temp_file
+
+    structure = every_position(onnx.load(str(onnx_path), load_external_data=False))
+    fd, tmp = new_temp_file(onnx_path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(structure.SerializeToString())
+        return ort.InferenceSession(str(tmp), _options(), providers=["CPUExecutionProvider"])
+    finally:
+        tmp.unlink()
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -61,13 +91,25 @@ class Quality:
 
 
 class QualityProxy:
-    """Scores graphs against the float graph on calibration windows (feeds of calibration.calibration_feeds)."""
+    """Scores graphs against the float graph saved at `onnx_path` on calibration windows (feeds of
+    calibration.calibration_feeds); a context manager, whose exit removes the float log-probs' file."""
 
-    def __init__(self, float_model, feeds: list[dict]):
+    def __init__(self, onnx_path: Path, feeds: list[dict]):
         self.feeds = feeds
-        self.reference = _session(every_position(float_model))
         self.tokens = sum(f[INPUT_IDS].shape[1] - 1 for f in feeds)
-        self.cache: dict[int, np.ndarray] = {}
+        self._store = tempfile.TemporaryFile()
+        self._windows: list[tuple[int, tuple[int, int]]] = []  # (offset in the file, shape) of each window
+        reference = _file_session(onnx_path)
+        for feed in feeds:  # fp32 in the file: every trial compares against the same numbers
+            log_probs = self._log_probs(reference, feed).astype(np.float32)
+            self._windows.append((self._store.tell(), log_probs.shape))
+            self._store.write(log_probs.tobytes())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self._store.close()
 
     def _log_probs(self, session, feed: dict) -> np.ndarray:
         names = {i.name for i in session.get_inputs()}
@@ -75,13 +117,11 @@ class QualityProxy:
         return _log_softmax(logits[0, :-1].astype(np.float64))
 
     def _reference_log_probs(self, window: int) -> np.ndarray:
-        """The float graph's log-probs of one window (fp32 precision either way, so every trial sees the same)."""
-        found = self.cache.get(window)
-        if found is None:
-            found = self._log_probs(self.reference, self.feeds[window]).astype(np.float32)
-            if found.nbytes * len(self.feeds) <= CACHE_BYTES:
-                self.cache[window] = found
-        return found.astype(np.float64)
+        """The float graph's log-probs of one window, read back from the file."""
+        offset, shape = self._windows[window]
+        self._store.seek(offset)
+        count = shape[0] * shape[1]
+        return np.frombuffer(self._store.read(count * 4), dtype=np.float32).reshape(shape).astype(np.float64)
 
     def measure(self, quantized_model) -> Quality:
         """Perplexity increase and mean KL of `quantized_model` (a graph with the float one's interface)."""

@@ -13,14 +13,15 @@ skipped; the slower ones are recorded as not measured (or all are measured with 
 nothing meets is a one-line QualityBudgetError naming the closest candidate.
 """
 
-import gc
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from ..contract.graph import LOGITS
 from ..contract.quantization import RecipeMeasurement, RecipeSearch
 from ..contract.schema import to_json
 from ..errors import QualityBudgetError
+from ..process_memory import release_freed_memory
 from .calibration import quantizable_matmuls
 from .ort_weights import WeightQuantization, quantize_model
 from .quality_proxy import QualityProxy
@@ -68,39 +69,41 @@ CANDIDATES = tuple(Recipe(method, group, head) for head in (4, 8) for method in 
                    for group in (128, 64, 32))
 
 
-def search_recipe(model, base: WeightQuantization, feeds: list[dict],
+def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
                   exhaustive: bool = False) -> tuple[WeightQuantization, dict]:
-    """(the chosen recipe's WeightQuantization, the manifest's record of the search) for a loaded float model;
-    `base` carries the budget, accuracy level and calibration ids, `feeds` the calibration prefills. A
-    group size given in `base` (not 0) restricts the candidates to it."""
+    """(the chosen recipe's WeightQuantization, the manifest's record of the search) for the float graph saved at
+    `onnx_path`; `base` carries the budget, accuracy level and calibration ids, `feeds` the calibration prefills.
+    A group size given in `base` (not 0) restricts the candidates to it. Each trial loads the graph afresh and
+    quantizes that copy: no other float copy is held meanwhile."""
+    import onnx
+
     budget = DEFAULT_BUDGET if base.max_quality_loss is None else base.max_quality_loss
+    model = onnx.load(str(onnx_path), load_external_data=False)  # the structure: names and shapes
     matmuls = quantizable_matmuls(model)
     shapes = {node: tuple(int(d) for d in init.dims) for node, (_, init) in matmuls.items()}
     head = next((n.name for n in model.graph.node if n.name in matmuls and LOGITS in n.output), None)
     candidates = [r for r in CANDIDATES if base.group_size in (0, r.group_size)]
     candidates.sort(key=lambda r: r.cost(shapes, head))
-    proxy = QualityProxy(model, feeds[:WINDOWS])
     records, chosen = [], None
-    for recipe in candidates:
-        record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
-                                   float(f"{recipe.cost(shapes, head):.4g}"))
-        undivided = sorted({k for k, _ in shapes.values() if k % recipe.group_size})
-        if undivided:
-            record = replace(record, skipped=f"group {recipe.group_size} does not divide {undivided}")
-        elif chosen is not None and not exhaustive:
-            record = replace(record, skipped=f"slower than {chosen.name}")
-        else:
-            trial = type(model)()
-            trial.CopyFrom(model)
-            quantized, _ = quantize_model(trial, recipe.quantization(base), feeds)
-            quality = proxy.measure(quantized)
-            del trial, quantized
-            gc.collect()  # the quantizer's objects hold the graph in reference cycles: free each trial's copies now
-            record = replace(record, perplexity_increase=round(quality.perplexity_increase, 6),
-                             kl=round(quality.kl, 6))
-            if chosen is None and quality.perplexity_increase <= budget:
-                chosen = recipe
-        records.append(record)
+    with QualityProxy(onnx_path, feeds[:WINDOWS]) as proxy:
+        for recipe in candidates:
+            record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
+                                       float(f"{recipe.cost(shapes, head):.4g}"))
+            undivided = sorted({k for k, _ in shapes.values() if k % recipe.group_size})
+            if undivided:
+                record = replace(record, skipped=f"group {recipe.group_size} does not divide {undivided}")
+            elif chosen is not None and not exhaustive:
+                record = replace(record, skipped=f"slower than {chosen.name}")
+            else:
+                quantized, _ = quantize_model(onnx.load(str(onnx_path)), recipe.quantization(base), feeds)
+                quality = proxy.measure(quantized)
+                del quantized
+                release_freed_memory()  # the quantizer's objects hold the graph in reference cycles: free it now
+                record = replace(record, perplexity_increase=round(quality.perplexity_increase, 6),
+                                 kl=round(quality.kl, 6))
+                if chosen is None and quality.perplexity_increase <= budget:
+                    chosen = recipe
+            records.append(record)
     chosen_record = within_budget(records, budget, base.group_size)
     record = RecipeSearch(budget=budget, proxy=f"perplexity increase vs the float graph, ONNX Runtime, "
                                                f"{proxy.tokens} calibration tokens", calibration_tokens=proxy.tokens,

@@ -58,15 +58,13 @@ class OrtTarget(Target):
         if weights.method != SEARCH:
             feeds = calibration_feeds(spec, kv_cache, weights.calibration)
             return quantize_weights(onnx_path, weights, feeds) | ({"awq": prepared} if prepared else {})
-        import onnx
-
         from ..contract.quantization import RECIPE_SEARCH
         from ..quantization.recipe_search import search_recipe
 
         if not weights.calibration:  # the default calibration text, tokenized by the export's own tokenizer
             weights = replace(weights, calibration=default_calibration_ids(onnx_path.parent))
         feeds = calibration_feeds(spec, kv_cache, weights.calibration)
-        chosen, search = search_recipe(onnx.load(str(onnx_path)), weights, feeds)
+        chosen, search = search_recipe(onnx_path, weights, feeds)
         return quantize_weights(onnx_path, chosen, feeds) | {RECIPE_SEARCH: search}
 
 

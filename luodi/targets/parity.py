@@ -9,6 +9,7 @@ order of a matrix product's sums: SmolLM2's check gave 5.34e-05 on two CPUs and 
 
 import contextlib
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,42 @@ from ..runtimes.torch_ref import TorchReferenceBackend
 PARITY_THREADS = 1
 
 
-def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) -> dict:
-    """Max |logit difference| and greedy agreement of two backends over a prefill then `steps` decode steps, and
-    a digest of both sides' logits (equal across runs exactly when the comparison is bit-reproducible)."""
-    states = candidate.new_state(1), reference.new_state(1)
+@dataclass
+class ReferenceRun:
+    """What the reference computed on a prompt: its logits at the prefill and at each decode step after it, each
+    step fed the reference's own greedy token. Recorded once, it lets the reference model be freed before the
+    candidate exists (an export never holds the transformers model beside its quantize or lower step)."""
+
+    prompt_ids: list[int]
+    logits: list[np.ndarray]
+
+
+def record_reference(reference, prompt_ids: list[int], steps: int) -> ReferenceRun:
+    """The reference backend's logits over a prefill of `prompt_ids` then `steps` greedy decode steps."""
+    state = reference.new_state(1)
     ids = np.asarray([prompt_ids], dtype=np.int64)
     mask = np.ones_like(ids)
     positions = np.arange(ids.shape[1], dtype=np.int64)[None]
-    worst, same_tokens, digest = 0.0, True, hashlib.sha256()
+    logits = []
     for _ in range(steps + 1):
-        got = candidate.forward(states[0], ids, mask, positions)
-        want = reference.forward(states[1], ids, mask, positions)
+        logits.append(reference.forward(state, ids, mask, positions))
+        ids = logits[-1].argmax(-1)[:, None].astype(np.int64)
+        mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
+        positions = positions[:, -1:] + 1
+    return ReferenceRun(list(prompt_ids), logits)
+
+
+def compare_to_reference(candidate, run: ReferenceRun) -> dict:
+    """Max |logit difference| and greedy agreement of a backend against a recorded reference run (fed the
+    reference's tokens), and a digest of both sides' logits (equal across runs exactly when the comparison is
+    bit-reproducible)."""
+    state = candidate.new_state(1)
+    ids = np.asarray([run.prompt_ids], dtype=np.int64)
+    mask = np.ones_like(ids)
+    positions = np.arange(ids.shape[1], dtype=np.int64)[None]
+    worst, same_tokens, digest = 0.0, True, hashlib.sha256()
+    for want in run.logits:
+        got = candidate.forward(state, ids, mask, positions)
         worst = max(worst, float(np.abs(got - want).max()))
         same_tokens &= bool(got.argmax(-1)[0] == want.argmax(-1)[0])
         digest.update(np.ascontiguousarray(got, dtype=np.float32).tobytes())
@@ -42,8 +68,13 @@ def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) ->
         ids = want.argmax(-1)[:, None].astype(np.int64)
         mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
         positions = positions[:, -1:] + 1
-    return {"max_abs_diff": worst, "greedy_match": same_tokens, "prompt_tokens": len(prompt_ids), "steps": steps,
-            "logits_sha256": digest.hexdigest()[:16]}
+    return {"max_abs_diff": worst, "greedy_match": same_tokens, "prompt_tokens": len(run.prompt_ids),
+            "steps": len(run.logits) - 1, "logits_sha256": digest.hexdigest()[:16]}
+
+
+def compare_backends(candidate, reference, prompt_ids: list[int], steps: int) -> dict:
+    """compare_to_reference against `reference`'s run over a prefill of `prompt_ids` then `steps` decode steps."""
+    return compare_to_reference(candidate, record_reference(reference, prompt_ids, steps))
 
 
 @contextlib.contextmanager
@@ -59,18 +90,20 @@ def torch_threads(count: int):
         torch.set_num_threads(before)
 
 
-def check_parity(folder: Path, manifest: Manifest, hf_model, target, settings, prompt_len: int = 12,
-                 steps: int = 4) -> dict:
-    """compare_backends for an export folder's model (described by its `manifest`, files not yet listed)
-    against its transformers model (seeded prompt), both sides on PARITY_THREADS threads, under the target's
-    parity backend (a TensorRT export's ONNX graph runs under ONNX Runtime on a CPU-only machine)."""
-    if reason := target.parity_unavailable(settings):
-        return {"max_abs_diff": None, "greedy_match": None, "unavailable": reason}
-    spec = manifest.spec
+def parity_reference(hf_model, spec, prompt_len: int = 12, steps: int = 4) -> ReferenceRun:
+    """The transformers model's run on the parity check's prompt (seeded random ids) on PARITY_THREADS threads."""
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, spec.vocab_size, size=min(prompt_len, spec.max_context - steps - 1)).tolist()
+    with torch_threads(PARITY_THREADS):
+        return record_reference(TorchReferenceBackend(hf_model, spec.max_context), prompt, steps)
+
+
+def check_parity(folder: Path, manifest: Manifest, reference: ReferenceRun, target, settings) -> dict:
+    """compare_to_reference for an export folder's model (described by its `manifest`, files not yet listed)
+    against the transformers model's recorded run (parity_reference), on PARITY_THREADS threads, under the
+    target's parity backend (a TensorRT export's ONNX graph runs under ONNX Runtime on a CPU-only machine)."""
+    if reason := target.parity_unavailable(settings):
+        return {"max_abs_diff": None, "greedy_match": None, "unavailable": reason}
     kind = target.parity_backend
     candidate = open_backend(Path(folder), manifest, kind=kind, threads=PARITY_THREADS, exact=True)
-    with torch_threads(PARITY_THREADS):
-        result = compare_backends(candidate, TorchReferenceBackend(hf_model, spec.max_context), prompt, steps)
-    return {**result, "backend": kind, "threads": PARITY_THREADS}
+    return {**compare_to_reference(candidate, reference), "backend": kind, "threads": PARITY_THREADS}

@@ -48,7 +48,7 @@ def run_once(folder: Path, model: str | None = None) -> dict:
     from ..loaders.hf_folder import load_reference
     from ..manifest import read_manifest
     from . import get_target
-    from .parity import check_parity
+    from .parity import check_parity, parity_reference
 
     manifest = read_manifest(folder)
     source = resolve(model or model_argument(manifest))
@@ -56,7 +56,8 @@ def run_once(folder: Path, model: str | None = None) -> dict:
         raise LuodiError(f"{model or source.name} is not the checkpoint {folder} was exported from")
     target = get_target(manifest.target)
     settings = target.settings(manifest.precision, None, None)
-    return check_parity(Path(folder), manifest, load_reference(source.hf_dir), target, settings)
+    return check_parity(Path(folder), manifest, parity_reference(load_reference(source.hf_dir), manifest.spec), target,
+                        settings)
 
 
 def cpu_sets(runs: int) -> list[set[int] | None]:
