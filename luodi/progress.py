@@ -1,6 +1,6 @@
 """Progress for long multi-step work: a tqdm bar over named stages on stderr, shown on a terminal only
-(never in pipes, logs or --json output); a summary line of time and peak memory after the stages (not with
---json)."""
+(never in pipes, logs or --json output); optionally a summary line of time and peak memory after the stages
+(not with --json)."""
 
 import sys
 import time
@@ -11,13 +11,13 @@ from .process_memory import peak_rss_bytes
 
 
 class Stages:
-    """A progress bar that advances through a fixed list of named stages; when it closes after the last one, a
-    line saying how long the work took and its peak memory (the process's peak RSS, and the stage that set it:
-    what a user sizes a machine by)."""
+    """A progress bar that advances through a fixed list of named stages; with `summary`, when it closes after
+    the last one, a line saying how long the work took and its peak memory (the process's peak RSS, and the
+    stage that set it: what a user sizes a machine by)."""
 
-    def __init__(self, names: list[str], enabled: bool = True):
+    def __init__(self, names: list[str], enabled: bool = True, summary: bool = False):
         self.names = names
-        self.enabled = enabled
+        self.summary = enabled and summary
         self.bar = tqdm(total=len(names), disable=None if enabled else True, unit="step",
                         bar_format="{desc:<24} {bar} {n_fmt}/{total_fmt} [{elapsed}]")
         self._i = 0
@@ -45,7 +45,7 @@ class Stages:
             self._note_peak()
             self.bar.update(1)
         self.bar.close()
-        if exc_type is None and self.enabled:
+        if exc_type is None and self.summary:
             where = f", reached in: {self._peak_stage}" if self._peak_stage else ""
             print(f"done in {time.perf_counter() - self._began:.0f} s; peak RSS {self._peak / 1e9:.2f} GB{where}",
                   file=sys.stderr)

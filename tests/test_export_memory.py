@@ -1,5 +1,5 @@
-"""An export holds at most two copies of the weights at once: the transformers model it traced from is freed
-(its side of the parity check recorded) before the quantize and lower steps, which hold copies of their own."""
+"""The transformers model an export traced from is freed (its side of the parity check recorded) before the
+quantize and lower steps, which hold copies of the weights of their own (docs/PARITY.md, Gemma 3's memory)."""
 
 import weakref
 

@@ -56,7 +56,7 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
     out = Path(out) if out else default_out(model, target.name)
     stages = Stages(["resolve model", "load weights", "trace to ONNX", "graph passes", "save",
                      *(steps[k] for k in ("quantize", "lower") if k in steps), "parity check",
-                     *(steps[k] for k in ("build",) if k in steps), "manifest"], enabled=progress)
+                     *(steps[k] for k in ("build",) if k in steps), "manifest"], enabled=progress, summary=True)
     with stages, output_folder(out, EXPORT_FOLDER, force) as tmp:
         stages.next()
         source = resolve(model)
@@ -74,8 +74,8 @@ def export_model(model: str, target: str = "ort", out: Path | None = None, max_c
         ops_after = op_histogram(graph)
         stages.next()
         # the reference's side of the parity check, recorded now so that the transformers model is not held
-        # beside the save, quantize and lower steps (each holds the weights itself: at most two copies at once)
-        reference = parity_reference(hf_model, spec)
+        # beside the save, quantize and lower steps, which hold copies of the weights of their own
+        reference = None if target.parity_unavailable(settings) else parity_reference(hf_model, spec)
         del canonical, hf_model
         release_freed_memory()
         onnx_path = save_onnx(graph, tmp)

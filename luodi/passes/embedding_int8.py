@@ -13,8 +13,6 @@ import onnx_ir as ir
 from .base import LuodiPass
 
 TOKEN_IDS = "input_ids"
-
-
 TOKENS_PER_BLOCK = 8192  # tokens quantized at a time: a 262K-token table's float temporaries stay ~20 MB
 
 

@@ -6,9 +6,9 @@ proxy reads a copy whose LM head takes every position again, so one prefill of a
 next-token predictions. Perplexity increase = exp(mean NLL quantized − mean NLL float) − 1 over the same
 tokens, the quantity the budget bounds; the KL is recorded beside it.
 
-Memory: the float graph runs once, from its file, and its log-probs wait in a temporary file (Gemma 3's
-262K-token vocabulary makes them about 1 GB for 8 windows); its session is then freed, so the search holds
-at most one float copy of the weights at a time: the trial being quantized.
+Memory: the float graph runs once, from its file, and its log-probs wait in an unnamed temporary file beside
+it; its session is then freed, so the search holds one float copy of the weights at a time: the trial being
+quantized (docs/QUANTIZATION.md).
 """
 
 import os
@@ -21,6 +21,7 @@ import numpy as np
 from ..contract.graph import INPUT_IDS, LOGITS
 from ..errors import LuodiError
 from ..passes.last_token_logits import LAST_ROWS
+from ..process_memory import release_freed_memory
 
 MAX_PROTO_BYTES = 2 ** 31 - 1  # a graph held in memory is one protobuf message
 
@@ -97,13 +98,20 @@ class QualityProxy:
     def __init__(self, onnx_path: Path, feeds: list[dict]):
         self.feeds = feeds
         self.tokens = sum(f[INPUT_IDS].shape[1] - 1 for f in feeds)
-        self._store = tempfile.TemporaryFile()
+        # beside the graph (its disk, not a RAM-backed /tmp); unnamed, so nothing is left if the run is killed
+        self._store = tempfile.TemporaryFile(dir=Path(onnx_path).parent)
         self._windows: list[tuple[int, tuple[int, int]]] = []  # (offset in the file, shape) of each window
-        reference = _file_session(onnx_path)
-        for feed in feeds:  # fp32 in the file: every trial compares against the same numbers
-            log_probs = self._log_probs(reference, feed).astype(np.float32)
-            self._windows.append((self._store.tell(), log_probs.shape))
-            self._store.write(log_probs.tobytes())
+        try:
+            reference = _file_session(onnx_path)
+            for feed in feeds:  # fp32 in the file: every trial compares against the same numbers
+                log_probs = self._log_probs(reference, feed).astype(np.float32)
+                self._windows.append((self._store.tell(), log_probs.shape))
+                self._store.write(log_probs.tobytes())
+        except BaseException:
+            self._store.close()
+            raise
+        del reference
+        release_freed_memory()
 
     def __enter__(self):
         return self

@@ -13,6 +13,7 @@ skipped; the slower ones are recorded as not measured (or all are measured with 
 nothing meets is a one-line QualityBudgetError naming the closest candidate.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,8 +85,8 @@ def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
     head = next((n.name for n in model.graph.node if n.name in matmuls and LOGITS in n.output), None)
     candidates = [r for r in CANDIDATES if base.group_size in (0, r.group_size)]
     candidates.sort(key=lambda r: r.cost(shapes, head))
-    records, chosen = [], None
-    with QualityProxy(onnx_path, feeds[:WINDOWS]) as proxy:
+    records, chosen, proxy = [], None, None
+    with contextlib.ExitStack() as stack:  # the proxy runs the float graph at the first candidate it scores
         for recipe in candidates:
             record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
                                        float(f"{recipe.cost(shapes, head):.4g}"))
@@ -95,6 +96,7 @@ def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
             elif chosen is not None and not exhaustive:
                 record = replace(record, skipped=f"slower than {chosen.name}")
             else:
+                proxy = proxy or stack.enter_context(QualityProxy(onnx_path, feeds[:WINDOWS]))
                 quantized, _ = quantize_model(onnx.load(str(onnx_path)), recipe.quantization(base), feeds)
                 quality = proxy.measure(quantized)
                 del quantized

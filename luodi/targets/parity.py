@@ -98,10 +98,11 @@ def parity_reference(hf_model, spec, prompt_len: int = 12, steps: int = 4) -> Re
         return record_reference(TorchReferenceBackend(hf_model, spec.max_context), prompt, steps)
 
 
-def check_parity(folder: Path, manifest: Manifest, reference: ReferenceRun, target, settings) -> dict:
+def check_parity(folder: Path, manifest: Manifest, reference: ReferenceRun | None, target, settings) -> dict:
     """compare_to_reference for an export folder's model (described by its `manifest`, files not yet listed)
-    against the transformers model's recorded run (parity_reference), on PARITY_THREADS threads, under the
-    target's parity backend (a TensorRT export's ONNX graph runs under ONNX Runtime on a CPU-only machine)."""
+    against the transformers model's recorded run (parity_reference; None where the target cannot check these
+    settings), on PARITY_THREADS threads, under the target's parity backend (a TensorRT export's ONNX graph runs
+    under ONNX Runtime on a CPU-only machine)."""
     if reason := target.parity_unavailable(settings):
         return {"max_abs_diff": None, "greedy_match": None, "unavailable": reason}
     kind = target.parity_backend
