@@ -1,5 +1,6 @@
-"""Weight-only INT4/INT8 for ONNX Runtime: every 2-D constant MatMul weight -> com.microsoft MatMulNBits,
-through onnxruntime's own MatMulNBitsQuantizer (blockwise RTN, HQQ, or GPTQ with calibration text).
+"""Weight-only INT4/INT8 for ONNX Runtime: every 2-D constant MatMul weight -> com.microsoft MatMulNBits, by
+onnxruntime's own quantizers: its node quantizers one weight at a time (blockwise RTN, minmax, HQQ;
+streamed_weights.py), or its MatMulNBitsQuantizer over the whole model for GPTQ with calibration text.
 
 `accuracy_level` is MatMulNBits' compute type (0: the activations' own fp32; 4: int8 activations, the
 fastest CPU kernels): the target config sets it from measurement (docs/QUANTIZATION.md), not by default.
@@ -16,6 +17,7 @@ from ..errors import LuodiError
 from .float_zero_points import lower_float_zero_points
 from .half_scales import store_scales_half
 from .shared_embedding import share_embedding
+from .streamed_weights import load_for_quantization, quantize_matmuls
 
 # awq: scales folded before tracing (awq.py), then RTN; minmax: each block's own [min, max] with a float zero point;
 # rtn_sym: symmetric RTN (no zero points); search: the fastest candidate within a quality budget (recipe_search.py)
@@ -110,6 +112,23 @@ def _algo_config(q: WeightQuantization, feeds: list[dict]):
                                             accuracy_level=q.accuracy_level, bits=q.bits)
 
 
+def _node_quantizer(q: WeightQuantization):
+    """onnxruntime's quantizer of one MatMul node for the method (RTN and AWQ's: the default blockwise one)."""
+    mnq = _quantizer_module()
+    config = _algo_config(q, [])
+    if q.method == "minmax":  # on int8 too: SmolLM2's Q4_1 levels are every 17th of 256 (255 = 15·17)
+        return _min_max_quantizer(config)
+    if q.method == "hqq":
+        return mnq.HQQWeightOnlyQuantizer(config)
+    return mnq.DefaultWeightOnlyQuantizer(config)
+
+
+def _import_contrib_ops(model) -> None:
+    """Import com.microsoft (MatMulNBits' domain) at version 1, unless the graph imports it already."""
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.add(domain="com.microsoft", version=1)
+
+
 def _min_max_quantizer(config):
     """onnxruntime's HQQ node quantizer without HQQ's search: each block's scale and float zero point come from
     its own [min, max] (the grid llama.cpp's Q4_1 stores), unrounded."""
@@ -142,9 +161,15 @@ class _Reader:
 def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) -> dict:
     """Quantize model.onnx (+ .data) in place; returns what the manifest records."""
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
-    quantized, report = quantize_model(onnx.load(str(onnx_path)), q, feeds, onnx_path.stat().st_size)
+    quantized, report = quantize_model(load_float_model(onnx_path, q), q, feeds, onnx_path.stat().st_size,
+                                       folder=onnx_path.parent)
     data = onnx_path.with_name(onnx_path.name + ".data")
+    left = [t.name for t in quantized.graph.initializer if uses_external_data(t)]
+    if left:  # saved as they are, they would point into the new data file at the old offsets
+        raise LuodiError(f"quantization left {len(left)} tensor(s) unread in the float graph's data file "
+                         f"(first: {left[0]}); nothing was written")
     onnx_path.unlink()
     data.unlink()
     onnx.save_model(quantized, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -160,10 +185,20 @@ def quantize_weights(onnx_path: Path, q: WeightQuantization, feeds: list[dict]) 
     return report
 
 
-def quantize_model(model, q: WeightQuantization, feeds: list[dict], graph_bytes: int = 0):
-    """(the quantized model, what the manifest records) of a loaded float model, which it changes; `graph_bytes`:
-    the saved graph file's size, weights aside (a size budget's plan counts it)."""
-    MatMulNBitsQuantizer = _quantizer_module().MatMulNBitsQuantizer
+def load_float_model(onnx_path: Path, q: WeightQuantization):
+    """The saved float graph for quantize_model: its MatMul weights left in the data file (each read only while
+    it is quantized, streamed_weights.py), except for GPTQ and a size budget, which need every weight at once."""
+    import onnx
+
+    if q.method == "gptq" or q.size_budget_mb is not None:
+        return onnx.load(str(onnx_path))
+    return load_for_quantization(onnx_path)
+
+
+def quantize_model(model, q: WeightQuantization, feeds: list[dict], graph_bytes: int = 0, *, folder: Path):
+    """(the quantized model, what the manifest records) of a float model (load_float_model), which it changes;
+    `graph_bytes`: the saved graph file's size, weights aside (a size budget's plan counts it); `folder`: where the
+    weights it left on disk are."""
     q.check(_matmul_inputs(model))
     # the GPTQ implementation sorts the graph from its inputs and fails on one no node reads (position_ids
     # in GroupQueryAttention graphs): set those aside and give them back afterwards, interface unchanged
@@ -176,36 +211,33 @@ def quantize_model(model, q: WeightQuantization, feeds: list[dict], graph_bytes:
     mixed = _mixed_plan(model, q, feeds, graph_bytes) if q.size_budget_mb is not None else None
     if mixed:
         kept = mixed["int8"]
-    quantizer = MatMulNBitsQuantizer(model, bits=q.bits, block_size=q.group_size, is_symmetric=q.symmetric,
-                                     accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
-                                     algo_config=_algo_config(q, feeds))
-    if q.method == "minmax":  # on int8 too: SmolLM2's Q4_1 levels are every 17th of 256 (255 = 15·17)
-        quantizer.node_quantizer = _min_max_quantizer(quantizer.algo_config)
-    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():  # GPTQ prints its progress bar
+    if q.method == "gptq":  # onnxruntime's GPTQ runs the whole model: its own process() over it
+        quantizer = _quantizer_module().MatMulNBitsQuantizer(
+            model, bits=q.bits, block_size=q.group_size, accuracy_level=q.accuracy_level, nodes_to_exclude=kept,
+            algo_config=_algo_config(q, feeds))
+        with contextlib.redirect_stdout(sys.stderr):  # GPTQ prints its progress bar
+            quantizer.process()
+        model = quantizer.model.model
+    main = None if q.method == "gptq" else _node_quantizer(q)
+    int8 = _node_quantizer(WeightQuantization(bits=8, group_size=q.group_size, accuracy_level=q.accuracy_level))
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")  # HQQ's torch view
-        quantizer.process()
-    quantized = quantizer.model.model
-    if kept:
-        int8 = WeightQuantization(bits=8, group_size=q.group_size, accuracy_level=q.accuracy_level)
-        second = MatMulNBitsQuantizer(quantized, bits=8, block_size=q.group_size, is_symmetric=False,
-                                      accuracy_level=q.accuracy_level, nodes_to_include=kept,
-                                      algo_config=_algo_config(int8, []))
-        second.process()
-        quantized = second.model.model
-    quantized.graph.input.extend(unread)
-    ops = [n.op_type for n in quantized.graph.node]  # before the lowering adds its small fp32 MatMuls
-    offsets = lower_float_zero_points(quantized)
-    _set_accuracy_level(quantized.graph, q.accuracy_level)
-    shared = share_embedding(quantized, offsets)
-    halved = store_scales_half(quantized, offsets)
-    _drop_unused_initializers(quantized.graph)
+        quantize_matmuls(model, folder, lambda node: int8 if node.name in kept else main)
+    _import_contrib_ops(model)
+    model.graph.input.extend(unread)
+    ops = [n.op_type for n in model.graph.node]  # before the lowering adds its small fp32 MatMuls
+    offsets = lower_float_zero_points(model)
+    _set_accuracy_level(model.graph, q.accuracy_level)
+    shared = share_embedding(model, offsets)
+    halved = store_scales_half(model, offsets)
+    _drop_unused_initializers(model.graph)
     report = {"bits": q.bits, "method": q.method, "group_size": q.group_size, "accuracy_level": q.accuracy_level,
               "matmuls_quantized": ops.count("MatMulNBits"), "matmuls_kept": ops.count("MatMul"),
               "calibration_tokens": len(q.calibration), "kept_int8": kept, "shared_embedding": shared,
               "float_zero_points_lowered": len(offsets), "fp16_scales_saved_mb": round(halved / 1e6, 2)}
     if mixed:
         report["mixed_precision"] = mixed
-    return quantized, report
+    return model, report
 
 
 def _mixed_plan(model, q: WeightQuantization, feeds: list[dict], graph_bytes: int) -> dict:
@@ -280,6 +312,6 @@ def _drop_unused_initializers(graph) -> None:
     """Float weights the quantized nodes replaced (a tied table's float copy once both its readers are
     quantized) would otherwise stay in the file."""
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    for i in reversed(range(len(graph.initializer))):  # in place: re-adding the kept ones would copy them
+        if graph.initializer[i].name not in used:
+            del graph.initializer[i]

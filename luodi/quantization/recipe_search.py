@@ -24,7 +24,7 @@ from ..contract.schema import to_json
 from ..errors import QualityBudgetError
 from ..process_memory import release_freed_memory
 from .calibration import quantizable_matmuls
-from .ort_weights import WeightQuantization, quantize_model
+from .ort_weights import WeightQuantization, load_float_model, quantize_model
 from .quality_proxy import QualityProxy
 
 DEFAULT_BUDGET = 0.03  # perplexity within 3% of the float graph's
@@ -74,8 +74,8 @@ def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
                   exhaustive: bool = False) -> tuple[WeightQuantization, dict]:
     """(the chosen recipe's WeightQuantization, the manifest's record of the search) for the float graph saved at
     `onnx_path`; `base` carries the budget, accuracy level and calibration ids, `feeds` the calibration prefills.
-    A group size given in `base` (not 0) restricts the candidates to it. Each trial loads the graph afresh and
-    quantizes that copy: no other float copy is held meanwhile."""
+    A group size given in `base` (not 0) restricts the candidates to it. Each trial loads the graph afresh without
+    its MatMul weights and quantizes them one at a time from the file: no float copy of the model is held."""
     import onnx
 
     budget = DEFAULT_BUDGET if base.max_quality_loss is None else base.max_quality_loss
@@ -97,7 +97,8 @@ def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
                 record = replace(record, skipped=f"slower than {chosen.name}")
             else:
                 proxy = proxy or stack.enter_context(QualityProxy(onnx_path, feeds[:WINDOWS]))
-                quantized, _ = quantize_model(onnx.load(str(onnx_path)), recipe.quantization(base), feeds)
+                trial = recipe.quantization(base)
+                quantized, _ = quantize_model(load_float_model(onnx_path, trial), trial, feeds, folder=onnx_path.parent)
                 quality = proxy.measure(quantized)
                 del quantized
                 release_freed_memory()  # the quantizer's objects hold the graph in reference cycles: free it now
