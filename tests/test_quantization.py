@@ -315,3 +315,24 @@ def test_every_calibration_window_opens_as_a_text_does(bos):
     else:
         assert all(w[0] == bos and bos not in w[1:] for w in windows) and len(windows[0]) == WINDOW
         assert [t for w in windows for t in w[1:]] == plain  # every text token once, in order
+
+
+@pytest.mark.parametrize("bos", [2, None])
+def test_every_short_window_of_the_mixed_precision_probe_opens_as_a_text_does(bos):
+    from luodi.quantization.calibration import WINDOW, calibration_ids, prefill_windows, short_windows_feed
+
+    text = " ".join(["word"] * (20 * WINDOW))
+    feed = short_windows_feed(prefill_windows(calibration_ids(_Tokenizer(bos), text)), size=8, rows=16)
+    ids = feed["input_ids"]
+    assert ids.shape == (16, 8) and (feed["position_ids"] == np.arange(8)).all()
+    if bos is None:
+        assert ids[:, 0].tolist() == [10 + i * WINDOW for i in range(16)]  # each window's own first text token
+    else:
+        assert (ids[:, 0] == bos).all() and not (ids[:, 1:] == bos).any()
+
+
+def test_a_calibration_text_too_short_for_the_probe_is_a_clear_error():
+    from luodi.quantization.calibration import calibration_ids, prefill_windows, short_windows_feed
+
+    with pytest.raises(LuodiError, match="too short"):
+        short_windows_feed(prefill_windows(calibration_ids(_Tokenizer(2), "one two three")), size=8)

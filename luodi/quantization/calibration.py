@@ -4,6 +4,7 @@ reach each MatMul (what mixed precision and AWQ measure weights against)."""
 import numpy as np
 
 from ..contract.manifest import ModelSpec
+from ..errors import LuodiError
 
 ROWS_PER_MATMUL = 256  # activation rows kept per MatMul input: a fixed-seed sample over all positions
 WINDOW = 128  # tokens per calibration prefill
@@ -85,17 +86,20 @@ def matmul_activations(model, feeds: list[dict], rows: int = ROWS_PER_MATMUL, se
 
 
 def short_windows_feed(feeds: list[dict], size: int = 8, rows: int = 16) -> dict:
-    """One batched feed of `rows` windows of `size` tokens cut from the prefill feeds' ids: short enough that
-    the graph returns every position's logits (its logits window), each window starting with an empty cache."""
-    ids = np.concatenate([f["input_ids"].reshape(-1) for f in feeds])
-    usable = min(rows, len(ids) // size)
-    batch = ids[: usable * size].reshape(usable, size)
+    """One batched feed of the first `size` tokens of up to `rows` prefill feeds: short enough that the graph
+    returns every position's logits (its logits window), each window from an empty cache and opening as its
+    prefill does (with the BOS on a model whose tokenizer adds one, calibration_ids), so no window is scored
+    in a state the model never sees. A calibration text of fewer than `rows` windows gives fewer rows."""
+    windows = [f["input_ids"][:, :size] for f in feeds[:rows] if f["input_ids"].shape[1] >= size]
+    if not windows:
+        raise LuodiError(f"the calibration text is too short: it gives no window of {size} tokens; give a longer --calib")
+    batch = np.concatenate(windows)
     feed = {"input_ids": batch, "attention_mask": np.ones_like(batch),
-            "position_ids": np.tile(np.arange(size, dtype=np.int64), (usable, 1))}
+            "position_ids": np.tile(np.arange(size, dtype=np.int64), (len(batch), 1))}
     for name, value in feeds[0].items():
         if name not in feed:
             _, heads, slots, dim = value.shape
-            feed[name] = np.zeros((usable, heads, size if slots else 0, dim), value.dtype)
+            feed[name] = np.zeros((len(batch), heads, size if slots else 0, dim), value.dtype)
     return feed
 
 
