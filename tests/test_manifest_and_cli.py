@@ -43,6 +43,14 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "luodi", *map(str, args)], capture_output=True, text=True)
 
 
+def test_an_nncf_compressed_export_keeps_stdout_for_its_json(tmp_path):
+    out = tmp_path / "tiny-llama-openvino-int4"
+    proc = _cli("export", "tiny-llama", "--target", "openvino", "--precision", "int4", "--out", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["out"] == str(out)  # NNCF's bit-width table went to stderr
+    assert "bitwidth distribution" in proc.stderr
+
+
 def test_cli_export_generate_bench(tmp_path):
     out = tmp_path / "tiny-phi3-ort"
     proc = _cli("export", "tiny-phi3", "--out", out, "--json")

@@ -2,6 +2,7 @@
 NNCF's data-aware AWQ + scale estimation or GPTQ on calibration text)."""
 
 import contextlib
+import logging
 import sys
 
 import numpy as np
@@ -25,6 +26,7 @@ def compress_weights(model, compression: dict):
         import nncf
     except ImportError:
         raise LuodiError("NNCF is not installed: pip install 'luodi[openvino]'") from None
+    _log_to_stderr(logging.getLogger("nncf"))
     mode = getattr(nncf.CompressWeightsMode, compression["mode"], None)
     if mode is None:
         raise LuodiError(f"unknown NNCF compression mode {compression['mode']!r}")
@@ -39,6 +41,14 @@ def compress_weights(model, compression: dict):
                     "scale_estimation": method == "awq"}
     with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars and tables: keep stdout for --json
         return nncf.compress_weights(model, mode=mode, **options)
+
+
+def _log_to_stderr(logger) -> None:
+    """NNCF logs its tables through a handler holding the stdout it saw at import, which redirect_stdout does
+    not reach: point it at stderr, so stdout keeps only what luodi prints (--json output stays parseable)."""
+    for handler in logger.handlers:
+        if type(handler) is logging.StreamHandler and handler.stream is not sys.stderr:
+            handler.setStream(sys.stderr)
 
 
 def compression_record(compression: dict) -> dict:
