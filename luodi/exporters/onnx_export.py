@@ -153,11 +153,15 @@ def _unname_unread_outputs(graph) -> None:
 def save_onnx(model, out_dir: Path) -> Path:
     """Write an onnx_ir.Model to out_dir/model.onnx with all weights in out_dir/model.onnx.data, then check it.
 
-    Initializers marked as views of another's data (lm_head_view) are stored as ranges of its bytes."""
+    Initializers marked as views of another's data (lm_head_view) are stored as ranges of its bytes; strided
+    ones (transposed weights) are written a block of rows at a time (strided_writes.py)."""
     import onnx_ir as ir
+
+    from .strided_writes import write_strided_by_rows
 
     path = Path(out_dir) / MODEL_FILE
     _unname_unread_outputs(model.graph)
+    write_strided_by_rows(model.graph)
     views = _views(model.graph)
     for name in views:
         model.graph.initializers.pop(name)
