@@ -11,6 +11,9 @@ import numpy as np
 import onnx_ir as ir
 
 BLOCK_BYTES = 16 << 20
+_NUMPY_NATIVE = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.INT8, ir.DataType.UINT8,
+                 ir.DataType.INT16, ir.DataType.UINT16, ir.DataType.INT32, ir.DataType.UINT32, ir.DataType.INT64,
+                 ir.DataType.UINT64, ir.DataType.BOOL}
 
 
 class RowBlockTensor(ir.Tensor):
@@ -18,15 +21,14 @@ class RowBlockTensor(ir.Tensor):
 
     def tofile(self, file) -> None:
         array = self.numpy()
-        rows = max(1, BLOCK_BYTES // max(1, array[0].nbytes))
+        rows = max(1, BLOCK_BYTES // max(1, array.nbytes // max(1, array.shape[0])))
         for start in range(0, array.shape[0], rows):
             file.write(np.ascontiguousarray(array[start:start + rows]).data)
 
 
-def write_strided_by_rows(graph: ir.Graph) -> int:
-    """Give every strided initializer of two or more dimensions a RowBlockTensor over the same memory (no copy);
-    returns how many. Packed 4-bit and other non-numpy dtypes are left to onnx-ir."""
-    count = 0
+def write_strided_by_rows(graph: ir.Graph) -> None:
+    """Give every strided initializer of two or more dimensions a RowBlockTensor over the same memory (no copy).
+    Packed 4-bit and other non-numpy dtypes are left to onnx-ir."""
     for value in graph.initializers.values():
         tensor = value.const_value
         if tensor is None or isinstance(tensor, RowBlockTensor) or len(tensor.shape) < 2 or \
@@ -36,10 +38,4 @@ def write_strided_by_rows(graph: ir.Graph) -> int:
         if array.flags.c_contiguous:
             continue
         value.const_value = RowBlockTensor(array, dtype=tensor.dtype, name=tensor.name)
-        count += 1
-    return count
 
-
-_NUMPY_NATIVE = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.INT8, ir.DataType.UINT8,
-                 ir.DataType.INT16, ir.DataType.UINT16, ir.DataType.INT32, ir.DataType.UINT32, ir.DataType.INT64,
-                 ir.DataType.UINT64, ir.DataType.BOOL}
