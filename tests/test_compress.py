@@ -15,7 +15,9 @@ from luodi.cli import main as cli_main
 from luodi.compress import distill as distill_module
 from luodi.compress.checkpoint import checkpoint_dir
 from luodi.compress.distill import DistillSettings
+from luodi.compress.low_rank import planned_ranks
 from luodi.compress.pipeline import CompressSettings, compress_model
+from luodi.compress.plan import count_params, plan_removal, shape_after
 from luodi.exporters import export_model
 from luodi.exporters.trt_legality import legality_problems
 from luodi.loaders.hf_folder import load_reference
@@ -94,7 +96,8 @@ def test_each_axis_removes_what_it_says_and_exports(teacher, tmp_path, axis):
 
 def test_every_axis_at_once_exports_to_openvino_and_trt(teacher, tmp_path):
     out = tmp_path / "all"
-    record = _compress(teacher, out, "depth,heads,mlp,hidden", params=0.4, low_rank=0.5)
+    # an integer rank: the widths left (48, 96) are too narrow for a fraction's rank, a multiple of 32, to save anything
+    record = _compress(teacher, out, "depth,heads,mlp,hidden", params=0.4, low_rank=16)
     assert set(record["prune"]["removed"]) == {"depth", "heads", "mlp", "hidden"} and record["low_rank"]["ranks"]
     assert record["params"]["compressed"] <= 0.4 * record["params"]["original"]
     manifest = json.loads((export_model(str(out), target="openvino", out=tmp_path / "ov", progress=False)
@@ -126,6 +129,23 @@ def test_low_rank_stores_products_of_rank_r_and_the_export_reads_the_factors(tea
                             / "manifest.json").read_text()) for folder, name in ((out, "f"), (teacher, "t"))]
     assert exported[0]["parity"]["max_abs_diff"] < 1e-4 and exported[0]["parity"]["greedy_match"]
     assert exported[1]["memory"]["weight_bytes"] - exported[0]["memory"]["weight_bytes"] == 4 * saved
+
+
+# SmolLM2-135M's shapes: the widths and ranks compress leaves on a real model must divide into int4's groups
+SMOLLM2 = dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+               num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+
+
+@pytest.mark.parametrize("params", [0.9, 0.8, 0.7])
+def test_widths_and_ranks_left_divide_into_int4_groups(params):
+    original = count_params(SMOLLM2)
+    for axes in (("mlp",), ("mlp", "depth")):
+        left = shape_after(SMOLLM2, plan_removal(SMOLLM2, axes, int(params * original)))
+        assert left["intermediate_size"] < SMOLLM2["intermediate_size"]
+        assert left["intermediate_size"] % 32 == 0, (axes, left)
+    fraction = params - 0.3  # 0.6, 0.5, 0.4 of each weight's full rank
+    ranks = planned_ranks(SMOLLM2 | {"head_dim": 64}, fraction)
+    assert ranks and all(r % 32 == 0 for r in ranks.values()), sorted(set(ranks.values()))
 
 
 @pytest.mark.parametrize("ranks", [{"model.layers.9.mlp.down_proj": 4}, {"model.layers.0.mlp.down_proj": 64},

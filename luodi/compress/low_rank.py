@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from ..errors import LuodiError
+from ..quantization.ort_weights import DEFAULT_GROUP_SIZE
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
-RANK_STEP = 8
+RANK_STEP = DEFAULT_GROUP_SIZE  # a rank is the up factor's input width: int4's blocks divide it
 
 
 class FactoredLinear(nn.Module):

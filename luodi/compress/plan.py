@@ -1,8 +1,10 @@
 """The size target as amounts to remove per axis, and the pruned model built from them.
 
 Every listed axis gives up the same share s of what it can give (blocks: all but one; KV groups: all but
-one per block; MLP channels: all but 8, in steps of 8 so the widths stay kernel-friendly; hidden width:
-down to a multiple of 8 and of the heads left, which transformers' config requires);
+one per block; MLP channels: all but STEP, in steps of STEP, int4's default group size, so the widths left
+divide into int4's blocks; hidden width: down to a multiple of HIDDEN_STEP and of the heads left, which
+transformers' config requires; a multiple of 32 too would leave SmolLM2's 9 heads only 288 or 576, so a
+hidden width int4's groups do not divide is refused by int4 at group 32, in one line);
 s is the smallest share whose model meets the target, found by bisection over parameter counts that
 transformers itself reports for the pruned config (on the meta device: no memory). `auto` is `mlp,depth`:
 MLP channels (most of a block's weights, the width axis Minitron found cheapest to lose) and whole blocks
@@ -14,6 +16,7 @@ import math
 import torch
 
 from ..errors import LuodiError
+from ..quantization.ort_weights import DEFAULT_GROUP_SIZE
 from .prune_depth import prune_depth
 from .prune_heads import prune_heads
 from .prune_hidden import prune_hidden
@@ -21,7 +24,8 @@ from .prune_mlp import prune_mlp
 
 AXES = ("mlp", "heads", "hidden", "depth")  # applied in this order (depth renumbers blocks, so it is last)
 AUTO = ("mlp", "depth")
-STEP = 8
+STEP = DEFAULT_GROUP_SIZE  # MLP widths left divide into int4's blocks
+HIDDEN_STEP = 8
 
 
 def parse_axes(text: str) -> tuple[str, ...]:
@@ -60,8 +64,8 @@ def _heads_removed(config: dict, share: float, hidden_pruned: bool) -> int:
 
 
 def _hidden_removed(config: dict, share: float, heads_left: int) -> int:
-    """Hidden channels to remove: the width left is a multiple of STEP and of the heads left."""
-    unit = math.lcm(STEP, heads_left)
+    """Hidden channels to remove: the width left is a multiple of HIDDEN_STEP and of the heads left."""
+    unit = math.lcm(HIDDEN_STEP, heads_left)
     width = config["hidden_size"]
     left = unit * max(1, math.floor((width - share * max(0, width - unit)) / unit + 1e-9))
     return width - left

@@ -25,6 +25,9 @@ METHODS = ("search", "rtn", "rtn_sym", "minmax", "hqq", "gptq", "awq")
 SEARCH = METHODS[0]
 
 
+DEFAULT_GROUP_SIZE = 32  # int4 block along the input dimension; compress cuts widths and ranks in these steps
+
+
 @dataclass(frozen=True)
 class WeightQuantization:
     """bits (4 or 8), method, group size (the block along the input dimension), accuracy level, the token
@@ -32,7 +35,7 @@ class WeightQuantization:
 
     bits: int
     method: str = "rtn"
-    group_size: int = 32
+    group_size: int = DEFAULT_GROUP_SIZE
     accuracy_level: int = 0
     calibration: tuple = ()
     keep: tuple = ()  # MatMul node names (or "lm_head") kept at int8 when the rest goes to int4
