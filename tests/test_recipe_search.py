@@ -11,7 +11,7 @@ from luodi.cli import _parser
 from luodi.contract.quantization import RecipeMeasurement
 from luodi.errors import QualityBudgetError
 from luodi.manifest import read_manifest
-from luodi.quantization.recipe_search import CANDIDATES, DEFAULT_BUDGET, within_budget
+from luodi.quantization.recipe_search import CANDIDATES, DEFAULT_BUDGET, measure_candidates, within_budget
 
 from test_parity import _max_diff
 
@@ -26,11 +26,17 @@ def test_the_default_int4_picks_the_cheapest_candidate_within_the_budget(quantiz
     assert costs == sorted(costs)  # in cost order
     chosen = next(c for c in search.candidates if c.name == search.chosen)
     assert chosen.perplexity_increase is not None and chosen.perplexity_increase <= search.budget
+    by_name = {c.name: c for c in search.candidates}
     for candidate in search.candidates[:search.candidates.index(chosen)]:  # each cheaper one: measured and over,
-        assert candidate.skipped and "does not divide" in candidate.skipped or \
-            candidate.perplexity_increase > search.budget  # or impossible for this model's sizes
-    for candidate in search.candidates[search.candidates.index(chosen) + 1:]:
-        assert candidate.skipped  # the slower ones are not measured
+        if candidate.skipped and "more precise" in candidate.skipped:  # or a more precise sibling was over,
+            sibling = by_name[candidate.skipped.split(",")[0]]
+            assert sibling.method == candidate.method and sibling.perplexity_increase > search.budget
+        else:
+            assert candidate.skipped and "does not divide" in candidate.skipped or \
+                candidate.perplexity_increase > search.budget  # or impossible for this model's sizes
+    for candidate in search.candidates[search.candidates.index(chosen) + 1:]:  # the slower ones are not measured,
+        assert candidate.skipped or (candidate.group_size, candidate.head_bits) == (32, 8)  # but each method's
+        # most precise candidate, measured first
     # the export is the chosen recipe
     q = manifest.quantization
     assert (q["method"], q["group_size"]) == (chosen.method, chosen.group_size)
@@ -91,3 +97,40 @@ def test_keep_without_a_method_is_rtn_as_before(quantized):
     manifest = read_manifest(quantized("int4", keep=("lm_head",)))
     assert manifest.recipe_search is None
     assert manifest.quantization["method"] == "rtn" and manifest.quantization["kept_int8"]
+
+
+# SmolLM2-135M's MatMul shapes (K, N): 30 blocks of q, k, v, o, gate, up, down, and the tied LM head
+SMOLLM2_SHAPES = {f"{i}.{name}": shape for i in range(30) for name, shape in
+                  {"q": (576, 576), "k": (576, 192), "v": (576, 192), "o": (576, 576), "gate": (576, 1536),
+                   "up": (576, 1536), "down": (1536, 576)}.items()} | {"head": (576, 49152)}
+
+
+def _quality(recipe) -> float:
+    """A made-up perplexity increase that grows with the group size and a narrower head, per method."""
+    return {"rtn_sym": 0.2, "rtn": 0.1, "minmax": 0.0}[recipe.method] + recipe.group_size / 2000 \
+        + (0.04 if recipe.head_bits == 4 else 0.0)
+
+
+@pytest.mark.parametrize("budget", [0.001, 0.03, 0.07, 0.2, 0.5])
+def test_the_search_picks_what_measuring_every_candidate_picks_with_fewer_trials(budget):
+    trials = []
+
+    def measure(recipe):
+        trials.append(recipe)
+        return _quality(recipe), 0.0
+
+    records = measure_candidates(list(CANDIDATES), SMOLLM2_SHAPES, "head", budget, measure)
+    full = measure_candidates(list(CANDIDATES), SMOLLM2_SHAPES, "head", budget, lambda r: (_quality(r), 0.0),
+                              exhaustive=True)
+    assert [r.name for r in records] == [r.name for r in full]  # every candidate recorded, in cost order
+    assert len(trials) == len(set(trials)) < sum(r.perplexity_increase is not None for r in full) == 12
+    fits = [r for r in full if r.perplexity_increase is not None and r.perplexity_increase <= budget]
+    if not fits:  # refused after one trial per method, naming the closest candidate
+        assert sorted(r.name for r in trials) == ["minmax g32 head int8", "rtn g32 head int8", "rtn_sym g32 head int8"]
+        with pytest.raises(QualityBudgetError, match="closest is minmax g32 head int8"):
+            within_budget(records, budget)
+        return
+    assert within_budget(records, budget).name == fits[0].name
+    for record in records:  # nothing skipped for a failing sibling that would have fitted
+        if record.skipped and "more precise" in record.skipped:
+            assert _quality(next(r for r in CANDIDATES if r.name == record.name)) > budget

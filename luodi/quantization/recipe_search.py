@@ -7,10 +7,11 @@ code an explicit --method runs (ort_weights.quantize_model), and scored by the q
 "Fastest" is a cost model, not a timing: the estimated milliseconds per decoded token, from the bytes each
 MatMul's weights take at its width plus a fixed cost per MatMul whose float zero points are lowered to extra
 nodes (float_zero_points.py). Its constants are fitted to luodi's own measurements of SmolLM2-135M on this
-project's 2-core machine (docs/QUANTIZATION.md, "The default int4 recipe search"). Candidates are measured
-cheapest first and the first within the budget is chosen, so no cheaper candidate within the budget is
-skipped; the slower ones are recorded as not measured (or all are measured with `exhaustive`). A budget
-nothing meets is a one-line QualityBudgetError naming the closest candidate.
+project's 2-core machine (docs/QUANTIZATION.md, "The default int4 recipe search"). Each method's most
+precise candidate is measured first; then candidates are measured cheapest first and the first within the
+budget is chosen, passing over those whose more precise sibling already missed it (measure_candidates);
+the slower ones are recorded as not measured (or all are measured with `exhaustive`). A budget nothing
+meets is a one-line QualityBudgetError naming the closest candidate, after one trial per method.
 """
 
 import contextlib
@@ -84,34 +85,69 @@ def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
     shapes = {node: tuple(int(d) for d in init.dims) for node, (_, init) in matmuls.items()}
     head = next((n.name for n in model.graph.node if n.name in matmuls and LOGITS in n.output), None)
     candidates = [r for r in CANDIDATES if base.group_size in (0, r.group_size)]
-    candidates.sort(key=lambda r: r.cost(shapes, head))
-    records, chosen, proxy = [], None, None
     with contextlib.ExitStack() as stack:  # the proxy runs the float graph at the first candidate it scores
-        for recipe in candidates:
-            record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
-                                       float(f"{recipe.cost(shapes, head):.4g}"))
-            undivided = sorted({k for k, _ in shapes.values() if k % recipe.group_size})
-            if undivided:
-                record = replace(record, skipped=f"group {recipe.group_size} does not divide {undivided}")
-            elif chosen is not None and not exhaustive:
-                record = replace(record, skipped=f"slower than {chosen.name}")
-            else:
-                proxy = proxy or stack.enter_context(QualityProxy(onnx_path, feeds[:WINDOWS]))
-                trial = recipe.quantization(base)
-                quantized, _ = quantize_model(load_float_model(onnx_path, trial), trial, feeds, folder=onnx_path.parent)
-                quality = proxy.measure(quantized)
-                del quantized
-                release_freed_memory()  # the quantizer's objects hold the graph in reference cycles: free it now
-                record = replace(record, perplexity_increase=round(quality.perplexity_increase, 6),
-                                 kl=round(quality.kl, 6))
-                if chosen is None and quality.perplexity_increase <= budget:
-                    chosen = recipe
-            records.append(record)
-    chosen_record = within_budget(records, budget, base.group_size)
+        proxy = None
+
+        def measure(recipe: Recipe) -> tuple[float, float]:
+            nonlocal proxy
+            proxy = proxy or stack.enter_context(QualityProxy(onnx_path, feeds[:WINDOWS]))
+            trial = recipe.quantization(base)
+            quantized, _ = quantize_model(load_float_model(onnx_path, trial), trial, feeds, folder=onnx_path.parent)
+            quality = proxy.measure(quantized)
+            del quantized
+            release_freed_memory()  # the quantizer's objects hold the graph in reference cycles: free it now
+            return quality.perplexity_increase, quality.kl
+
+        records = measure_candidates(candidates, shapes, head, budget, measure, exhaustive)
+    chosen = within_budget(records, budget, base.group_size)
     record = RecipeSearch(budget=budget, proxy=f"perplexity increase vs the float graph, ONNX Runtime, "
                                                f"{proxy.tokens} calibration tokens", calibration_tokens=proxy.tokens,
-                          chosen=chosen_record.name, candidates=records)
-    return chosen.quantization(base), to_json(record)
+                          chosen=chosen.name, candidates=records)
+    return Recipe(chosen.method, chosen.group_size, chosen.head_bits).quantization(base), to_json(record)
+
+
+def _more_precise(a: Recipe, b: Recipe) -> bool:
+    """Whether `a` keeps at least everything `b` keeps: the same method, groups no larger, the head no narrower."""
+    return a != b and a.method == b.method and a.group_size <= b.group_size and a.head_bits >= b.head_bits
+
+
+def measure_candidates(candidates: list[Recipe], shapes: dict, head: str | None, budget: float, measure,
+                       exhaustive: bool = False) -> list[RecipeMeasurement]:
+    """Every candidate's record, in cost order: measured (`measure(recipe)` -> (perplexity increase, KL)), or
+    skipped with the reason. First each method's most precise candidate is measured (smallest group dividing
+    every MatMul, head at int8); then, cheapest first, until one is within the budget. A candidate is not
+    measured when one of its own method that is more precise already missed the budget (coarser groups and a
+    narrower head lose more: true of every search recorded in docs/QUANTIZATION.md), so a model nothing fits
+    is refused after one trial per method."""
+    ordered = sorted(candidates, key=lambda r: r.cost(shapes, head))
+    fits = [r for r in ordered if not any(k % r.group_size for k, _ in shapes.values())]
+    results: dict[Recipe, tuple[float, float]] = {}
+    for method in dict.fromkeys(r.method for r in fits):
+        results[min((r for r in fits if r.method == method), key=lambda r: (r.group_size, -r.head_bits))] = None
+    for recipe in results:
+        results[recipe] = measure(recipe)
+    records, chosen = [], None
+    for recipe in ordered:
+        record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
+                                   float(f"{recipe.cost(shapes, head):.4g}"))
+        missed = next((r for r in results if _more_precise(r, recipe) and results[r][0] > budget), None)
+        if recipe not in fits:
+            undivided = sorted({k for k, _ in shapes.values() if k % recipe.group_size})
+            record = replace(record, skipped=f"group {recipe.group_size} does not divide {undivided}")
+        elif recipe not in results and chosen is not None and not exhaustive:
+            record = replace(record, skipped=f"slower than {chosen.name}")
+        elif recipe not in results and missed is not None and not exhaustive:
+            record = replace(record, skipped=f"{missed.name}, more precise, missed the budget "
+                                             f"({results[missed][0]:+.1%})")
+        else:
+            if recipe not in results:
+                results[recipe] = measure(recipe)
+            increase, kl = results[recipe]
+            record = replace(record, perplexity_increase=round(increase, 6), kl=round(kl, 6))
+            if chosen is None and increase <= budget:
+                chosen = recipe
+        records.append(record)
+    return records
 
 
 def within_budget(records: list[RecipeMeasurement], budget: float, group_size: int = 0) -> RecipeMeasurement:
