@@ -11,6 +11,7 @@ from .compress import cli as compress_cli
 from .tune import cli as tune_cli
 from .cli_checks import (OneLineParser, at_least, finite_float, fraction_or_percent, non_negative_int, os_error_line,
                          out_path, png_path, positive_float, positive_int, print_json, thread_count, utf8_text)
+from .contract.quantization import DEFAULT_GROUP_SIZE
 from .errors import LuodiError, one_line
 from .runtimes.openvino import INFERENCE_PRECISIONS
 from .runtimes.speculative import MAX_DRAFT_TOKENS
@@ -49,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     quant.add_argument("--max-quality-loss", type=fraction_or_percent, metavar="LOSS",
                        help="int4 search budget: perplexity increase over fp32 on calibration text, 3%% or 0.03 "
                             "(default 3%%)")
-    quant.add_argument("--group-size", type=positive_int, help="block along the input dimension (default 32)")
+    quant.add_argument("--group-size", type=positive_int,
+                       help=f"block along the input dimension (default {DEFAULT_GROUP_SIZE}; openvino: 64)")
     quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
     quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),
                        help="MatMuls kept at int8 in an int4 export: 'lm_head' and/or node names")

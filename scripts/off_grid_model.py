@@ -20,9 +20,10 @@ from luodi.errors import LuodiError
 from luodi.fileio import atomic_folder
 from luodi.loaders import resolve
 from luodi.loaders.hf_folder import load_reference, save_tokenizer_files
-from luodi.quantization.ort_weights import DEFAULT_GROUP_SIZE
+from luodi.contract.quantization import DEFAULT_GROUP_SIZE
 from luodi.tokenizer import Tokenizer
 
+TOLERANCE = 1e-4  # largest logit difference allowed, relative to the largest logit (fp32 rounding is ~1e-6)
 SAMPLE = "The quick brown fox jumps over the lazy dog, and then it runs into the forest to find its den."
 
 
@@ -42,6 +43,10 @@ def _median_grid_error(state: dict) -> float:
     return float(torch.tensor(errors).median())
 
 
+def _refuse_existing(path: Path) -> None:
+    raise LuodiError(f"--out {path} appeared while this ran; give a new folder")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder, .gguf or registry name (Llama family)")
@@ -49,18 +54,20 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random rotation")
     args = parser.parse_args(argv)
     try:
-        if args.out.exists():
+        if args.out.exists() or args.out.is_symlink():
             raise LuodiError(f"--out {args.out} exists; give a new folder")
         source = resolve(args.model)
         model = load_reference(source.hf_dir)
-        config = model.config.to_dict()
         state = {name: t.detach() for name, t in model.state_dict().items()}
-        rotated_state = rotate_residual(state, config, args.seed)
+        rotated_state, config = rotate_residual(state, model.config.to_dict(), args.seed)
         rotated = build_student(config, rotated_state)
         ids = torch.tensor([Tokenizer(source.hf_dir).encode(SAMPLE)])
         with torch.no_grad():
-            diff = (model(ids).logits - rotated(ids).logits).abs().max().item()
-        with atomic_folder(args.out) as tmp:
+            expected = model(ids).logits
+            diff = (expected - rotated(ids).logits).abs().max().item()
+        if diff > TOLERANCE * expected.abs().max().item():
+            raise LuodiError(f"the rotated model's logits differ from the original's by {diff:.3g}; nothing written")
+        with atomic_folder(args.out, check=_refuse_existing) as tmp:
             rotated.save_pretrained(tmp)
             save_tokenizer_files(source.hf_dir, tmp)
     except LuodiError as e:

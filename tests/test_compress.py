@@ -138,11 +138,12 @@ SMOLLM2 = dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_
 
 @pytest.mark.parametrize("params", [0.9, 0.8, 0.7])
 def test_widths_and_ranks_left_divide_into_int4_groups(params):
-    original = count_params(SMOLLM2)
-    for axes in (("mlp",), ("mlp", "depth")):
-        left = shape_after(SMOLLM2, plan_removal(SMOLLM2, axes, int(params * original)))
-        assert left["intermediate_size"] < SMOLLM2["intermediate_size"]
-        assert left["intermediate_size"] % 32 == 0, (axes, left)
+    for config in (SMOLLM2, SMOLLM2 | {"intermediate_size": 1500}):  # a width int4's groups do not divide
+        original = count_params(config)
+        for axes in (("mlp",), ("mlp", "depth")):
+            left = shape_after(config, plan_removal(config, axes, int(params * original)))
+            assert left["intermediate_size"] < config["intermediate_size"]
+            assert left["intermediate_size"] % 32 == 0, (axes, left)
     fraction = params - 0.3  # 0.6, 0.5, 0.4 of each weight's full rank
     ranks = planned_ranks(SMOLLM2 | {"head_dim": 64}, fraction)
     assert ranks and all(r % 32 == 0 for r in ranks.values()), sorted(set(ranks.values()))

@@ -13,8 +13,8 @@ read, at decode time. A rank-r matrix's SVD gives back its factors to float roun
 import torch
 from torch import nn
 
+from ..contract.quantization import DEFAULT_GROUP_SIZE
 from ..errors import LuodiError
-from ..quantization.ort_weights import DEFAULT_GROUP_SIZE
 
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")

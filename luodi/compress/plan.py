@@ -15,8 +15,8 @@ import math
 
 import torch
 
+from ..contract.quantization import DEFAULT_GROUP_SIZE
 from ..errors import LuodiError
-from ..quantization.ort_weights import DEFAULT_GROUP_SIZE
 from .prune_depth import prune_depth
 from .prune_heads import prune_heads
 from .prune_hidden import prune_hidden
@@ -49,7 +49,8 @@ def count_params(config: dict) -> int:
 
 
 def _removable(config: dict, axis: str) -> int:
-    return {"depth": config["num_hidden_layers"] - 1, "mlp": (config["intermediate_size"] - STEP) // STEP}[axis]
+    """Units an axis can give: blocks (all but one), or MLP steps of STEP channels (all but one step)."""
+    return {"depth": config["num_hidden_layers"] - 1, "mlp": max(0, config["intermediate_size"] // STEP - 1)}[axis]
 
 
 def _heads_removed(config: dict, share: float, hidden_pruned: bool) -> int:
@@ -74,8 +75,9 @@ def _hidden_removed(config: dict, share: float, heads_left: int) -> int:
 def amounts(config: dict, axes: tuple, share: float) -> dict:
     """{axis: units removed} for a share in [0, 1] (channels for mlp/hidden, KV groups per block, blocks)."""
     found = {axis: math.floor(share * _removable(config, axis) + 1e-9) for axis in ("depth", "mlp") if axis in axes}
-    if "mlp" in found:
-        found["mlp"] *= STEP
+    if found.get("mlp"):  # channels: the width left is a whole number of steps
+        width = config["intermediate_size"]
+        found["mlp"] = width - (width // STEP - found["mlp"]) * STEP
     heads_left = config["num_attention_heads"]
     if "heads" in axes:
         found["heads"] = _heads_removed(config, share, "hidden" in axes)

@@ -10,13 +10,14 @@ and the head no longer share one table, as the final norm is folded into the hea
 
 luodi uses it to make a model whose weights lie on no quantization grid: SmolLM2's and Gemma 3's come
 from GGUF files, so every weight is already on a 4-to-8-bit grid, which flatters quantization recipes that
-match it (docs/QUANTIZATION.md, "A model off the grid"). Each rotated weight mixes a whole row or column
+match it (docs/QUANTIZATION.md, "A model off the grid: SmolLM2 rotated"). Each rotated weight mixes a whole row or column
 of the original's, so its values are off any grid, and the fp32 model is unchanged.
 """
 
 import torch
 
 from ..errors import LuodiError
+from ..families import family_of
 from .slicing import ATTENTION_IN, MLP_IN, layer_prefix
 
 _WRITERS = ("self_attn.o_proj", "mlp.down_proj")
@@ -35,26 +36,31 @@ def _fold(weight: torch.Tensor, norm: torch.Tensor, q: torch.Tensor) -> torch.Te
     return ((weight.double() * norm.double()) @ q).float()
 
 
-def _check_llama_blocks(state: dict, layers: int) -> None:
-    """Refuse, in one line, blocks with norms the rotation cannot fold (Gemma's after each branch) or
-    projections it does not know (Phi-3's fused ones)."""
+def check_rotatable(config: dict, state: dict) -> None:
+    """Refuse, in one line, a model the rotation would change: norms other than a plain RMSNorm before each
+    branch (LayerNorm, Gemma's (1 + w) and its norms after each branch), an ungated MLP, or projections it does
+    not know (Phi-3's fused ones)."""
+    family = family_of(config.get("model_type", ""))
+    if family.norm != "rms" or family.norm_offset or family.gemma_block or not family.gated_mlp:
+        raise LuodiError(f"rotating the residual stream needs Llama-style blocks (llama, mistral, qwen2, qwen3); "
+                         f"this is {family.name}")
     known = {"input_layernorm", "post_attention_layernorm", *(f"self_attn.{n}" for n in ATTENTION_IN),
              *(f"mlp.{n}" for n in MLP_IN), *_WRITERS}
-    for i in range(layers):
+    per_head = {"self_attn.q_norm", "self_attn.k_norm"}  # read q and k, not the stream: untouched
+    for i in range(config["num_hidden_layers"]):
         p = layer_prefix(i)
-        names = {key[len(p):].rsplit(".", 1)[0] for key in state if key.startswith(p)}
+        names = {key[len(p):].rsplit(".", 1)[0] for key in state if key.startswith(p)} - per_head
         if names != known:
-            raise LuodiError("rotating the residual stream needs Llama-style blocks (one norm before each branch, "
-                             f"separate q/k/v and gate/up); block {i} has {', '.join(sorted(names - known)) or 'no more'} "
-                             f"and lacks {', '.join(sorted(known - names)) or 'nothing'}")
+            raise LuodiError("rotating the residual stream needs separate q/k/v and gate/up projections; block "
+                             f"{i} has {', '.join(sorted(names - known)) or 'no more'} and lacks "
+                             f"{', '.join(sorted(known - names)) or 'nothing'}")
 
 
-def rotate_residual(state: dict, config: dict, seed: int) -> dict:
-    """The state dict of the same Llama-family model on the residual stream turned by a random orthogonal
-    matrix (seeded); config["tie_word_embeddings"] is set False (the head is its own tensor now)."""
-    hidden = config["hidden_size"]
-    _check_llama_blocks(state, config["num_hidden_layers"])
-    q = random_orthogonal(hidden, seed)
+def rotate_residual(state: dict, config: dict, seed: int) -> tuple[dict, dict]:
+    """(state dict, config) of the same model on the residual stream turned by a random orthogonal matrix
+    (seeded); the config unties the embedding and the LM head (the head is its own tensor now)."""
+    check_rotatable(config, state)
+    q = random_orthogonal(config["hidden_size"], seed)
     out = dict(state)
     embedding = state["model.embed_tokens.weight"]
     head = state.get("lm_head.weight", embedding)
@@ -74,5 +80,4 @@ def rotate_residual(state: dict, config: dict, seed: int) -> dict:
             out[f"{p}{name}.weight"] = (q.T @ state[f"{p}{name}.weight"].double()).float()
             if f"{p}{name}.bias" in state:
                 out[f"{p}{name}.bias"] = (state[f"{p}{name}.bias"].double() @ q).float()
-    config["tie_word_embeddings"] = False
-    return out
+    return out, config | {"tie_word_embeddings": False}

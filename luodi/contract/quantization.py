@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from .schema import rule
 
 RECIPE_SEARCH = "recipe_search"  # its key inside the manifest's quantization block
+DEFAULT_GROUP_SIZE = 32  # int4 block along a MatMul's input (ORT, TensorRT); compress cuts widths in these steps
 
 
 @dataclass(frozen=True)

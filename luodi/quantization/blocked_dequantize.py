@@ -11,9 +11,10 @@ import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 
+from ..contract.quantization import DEFAULT_GROUP_SIZE
 from ..passes.base import LuodiPass, constant_matmul_weight
 
-BLOCK = 32
+BLOCK = DEFAULT_GROUP_SIZE
 
 
 def quantize_blocked(w: np.ndarray, bits: int, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..contract.quantization import DEFAULT_GROUP_SIZE
 from ..errors import LuodiError
 from .float_zero_points import lower_float_zero_points
 from .half_scales import store_scales_half
@@ -23,9 +24,6 @@ from .streamed_weights import load_for_quantization, quantize_matmuls
 # rtn_sym: symmetric RTN (no zero points); search: the fastest candidate within a quality budget (recipe_search.py)
 METHODS = ("search", "rtn", "rtn_sym", "minmax", "hqq", "gptq", "awq")
 SEARCH = METHODS[0]
-
-
-DEFAULT_GROUP_SIZE = 32  # int4 block along the input dimension; compress cuts widths and ranks in these steps
 
 
 @dataclass(frozen=True)

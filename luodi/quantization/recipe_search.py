@@ -121,11 +121,9 @@ def measure_candidates(candidates: list[Recipe], shapes: dict, head: str | None,
     is refused after one trial per method."""
     ordered = sorted(candidates, key=lambda r: r.cost(shapes, head))
     fits = [r for r in ordered if not any(k % r.group_size for k, _ in shapes.values())]
-    results: dict[Recipe, tuple[float, float]] = {}
-    for method in dict.fromkeys(r.method for r in fits):
-        results[min((r for r in fits if r.method == method), key=lambda r: (r.group_size, -r.head_bits))] = None
-    for recipe in results:
-        results[recipe] = measure(recipe)
+    most_precise = [min((r for r in fits if r.method == method), key=lambda r: (r.group_size, -r.head_bits))
+                    for method in dict.fromkeys(r.method for r in fits)]
+    results = {recipe: measure(recipe) for recipe in most_precise}  # (perplexity increase, KL)
     records, chosen = [], None
     for recipe in ordered:
         record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
