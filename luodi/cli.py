@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="int4 search budget: perplexity increase over fp32 on calibration text, 3%% or 0.03 "
                             "(default 3%%)")
     quant.add_argument("--group-size", type=positive_int,
-                       help=f"block along the input dimension (default {DEFAULT_GROUP_SIZE}; openvino: 64)")
+                       help=f"block along the input dimension (default {DEFAULT_GROUP_SIZE}; openvino: configs/targets/openvino.yaml's)")
     quant.add_argument("--calib", type=Path, help="calibration text file (gptq)")
     quant.add_argument("--keep", type=lambda s: tuple(s.split(",")),
                        help="MatMuls kept at int8 in an int4 export: 'lm_head' and/or node names")

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
-from luodi.compress.rotation import rotate_residual
+from luodi.cli_checks import os_error_line
+from luodi.compress.rotation import check_rotatable, rotate_residual
 from luodi.compress.student import build_student
 from luodi.errors import LuodiError
 from luodi.fileio import atomic_folder
 from luodi.loaders import resolve
-from luodi.loaders.hf_folder import load_reference, save_tokenizer_files
+from luodi.loaders.hf_folder import load_reference, read_config, save_tokenizer_files
 from luodi.contract.quantization import DEFAULT_GROUP_SIZE
 from luodi.tokenizer import Tokenizer
 
@@ -48,6 +49,7 @@ def _refuse_existing(path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    """Write the rotated model (exit 0), or print one line saying why not (exit 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="model folder, .gguf or registry name (Llama family)")
     parser.add_argument("--out", type=Path, required=True, help="new folder to write (must not exist)")
@@ -57,9 +59,10 @@ def main(argv=None) -> int:
         if args.out.exists() or args.out.is_symlink():
             raise LuodiError(f"--out {args.out} exists; give a new folder")
         source = resolve(args.model)
+        check_rotatable(read_config(source.hf_dir))  # before the weights are loaded
         model = load_reference(source.hf_dir)
         state = {name: t.detach() for name, t in model.state_dict().items()}
-        rotated_state, config = rotate_residual(state, model.config.to_dict(), args.seed)
+        config, rotated_state = rotate_residual(model.config.to_dict(), state, args.seed)
         rotated = build_student(config, rotated_state)
         ids = torch.tensor([Tokenizer(source.hf_dir).encode(SAMPLE)])
         with torch.no_grad():
@@ -72,6 +75,9 @@ def main(argv=None) -> int:
             save_tokenizer_files(source.hf_dir, tmp)
     except LuodiError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: max |logit difference| {diff:.2e} on a {ids.shape[1]}-token text; median distance "
           f"from the 4-bit grid (g{DEFAULT_GROUP_SIZE}): original {_median_grid_error(state):.4f}, rotated "

@@ -18,6 +18,7 @@ from luodi.compress.distill import DistillSettings
 from luodi.compress.low_rank import planned_ranks
 from luodi.compress.pipeline import CompressSettings, compress_model
 from luodi.compress.plan import count_params, plan_removal, shape_after
+from luodi.contract.quantization import DEFAULT_GROUP_SIZE
 from luodi.exporters import export_model
 from luodi.exporters.trt_legality import legality_problems
 from luodi.loaders.hf_folder import load_reference
@@ -143,10 +144,10 @@ def test_widths_and_ranks_left_divide_into_int4_groups(params):
         for axes in (("mlp",), ("mlp", "depth")):
             left = shape_after(config, plan_removal(config, axes, int(params * original)))
             assert left["intermediate_size"] < config["intermediate_size"]
-            assert left["intermediate_size"] % 32 == 0, (axes, left)
+            assert left["intermediate_size"] % DEFAULT_GROUP_SIZE == 0, (axes, left)
     fraction = params - 0.3  # 0.6, 0.5, 0.4 of each weight's full rank
     ranks = planned_ranks(SMOLLM2 | {"head_dim": 64}, fraction)
-    assert ranks and all(r % 32 == 0 for r in ranks.values()), sorted(set(ranks.values()))
+    assert ranks and all(r % DEFAULT_GROUP_SIZE == 0 for r in ranks.values()), sorted(set(ranks.values()))
 
 
 @pytest.mark.parametrize("ranks", [{"model.layers.9.mlp.down_proj": 4}, {"model.layers.0.mlp.down_proj": 64},

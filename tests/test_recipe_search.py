@@ -11,7 +11,8 @@ from luodi.cli import _parser
 from luodi.contract.quantization import RecipeMeasurement
 from luodi.errors import QualityBudgetError
 from luodi.manifest import read_manifest
-from luodi.quantization.recipe_search import CANDIDATES, DEFAULT_BUDGET, measure_candidates, within_budget
+from luodi.quantization.recipe_search import (CANDIDATES, DEFAULT_BUDGET, SKIP_MARGIN, measure_candidates,
+                                             within_budget)
 
 from test_parity import _max_diff
 
@@ -135,3 +136,18 @@ def test_the_search_picks_what_measuring_every_candidate_picks_with_fewer_trials
     for record in records:  # nothing skipped for a failing sibling that would have fitted
         if record.skipped and "more precise" in record.skipped:
             assert _quality(next(r for r in CANDIDATES if r.name == record.name)) > budget
+
+
+def test_a_sibling_that_missed_narrowly_does_not_hide_a_coarser_recipe_inside_the_budget():
+    """Noise can score a coarser recipe below its more precise sibling: when the sibling misses the budget by
+    less than SKIP_MARGIN, the coarser ones are still measured and the cheapest within the budget is chosen."""
+    noisy = {"minmax g32 head int8": 0.035, "minmax g32 head int4": 0.028}
+
+    def measure(recipe):
+        return noisy.get(recipe.name, 0.5), 0.0
+
+    records = measure_candidates(list(CANDIDATES), SMOLLM2_SHAPES, "head", 0.03, measure)
+    assert within_budget(records, 0.03).name == "minmax g32 head int4"
+    noisy["minmax g32 head int8"] = 0.03 + SKIP_MARGIN + 0.001  # missed by more than noise: passed over
+    far = measure_candidates(list(CANDIDATES), SMOLLM2_SHAPES, "head", 0.03, measure)
+    assert next(r for r in far if r.name == "minmax g32 head int4").skipped.startswith("minmax g32 head int8")

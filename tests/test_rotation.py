@@ -52,7 +52,7 @@ def test_the_rotated_model_computes_the_same_logits_with_other_weights(shape, tm
         for name, t in state.items():
             if name.endswith(".bias"):
                 t.copy_(torch.randn(t.shape, generator=torch.Generator().manual_seed(2)) * 0.5)
-    rotated_state, rotated_config = rotate_residual(state, config, seed=0)
+    rotated_config, rotated_state = rotate_residual(config, state, seed=0)
     rotated = build_student(rotated_config, rotated_state)
     ids = torch.randint(0, config["vocab_size"], (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -91,3 +91,12 @@ def test_blocks_it_cannot_fold_are_refused_in_one_line(model, tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "rotating the residual stream needs" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_folder_it_cannot_write_is_one_line(tiny, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "off_grid_model.py"), str(tiny),
+                           "--out", str(blocker / "rotated")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and str(blocker) in done.stderr, done.stderr
+    assert blocker.read_text() == "not a folder"

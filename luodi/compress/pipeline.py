@@ -16,8 +16,8 @@ from .checkpoint import checkpoint_dir, load_state, open_run, run_key, save_run,
 from .distill import DistillSettings, distill, timed_steps
 from .importance import measure_importance
 from .memory import available_bytes, check_memory, distill_bytes
-from .low_rank import factor_modules, merge_modules, planned_ranks
-from .plan import apply_removal, params_after, parse_axes, plan_removal, shape_after
+from .low_rank import RANK_STEP, factor_modules, merge_modules, planned_ranks
+from .plan import HIDDEN_STEP, MLP_STEP, apply_removal, params_after, parse_axes, plan_removal, shape_after
 from .quality import EVAL_TOKENS, EVAL_WINDOW, quality_report
 from .record import write_record
 from .student import build_student, check_prunable, param_count
@@ -43,7 +43,10 @@ class CompressSettings:
     def key(self) -> dict:
         """The settings that change the result."""
         return {"params": self.params, "size_budget_mb": self.size_budget_mb, "prune": self.prune,
-                "calib_tokens": self.calib_tokens, "low_rank": self.low_rank, "distill": self.distill.key() if self.distill else None}
+                "calib_tokens": self.calib_tokens, "low_rank": self.low_rank,
+                "distill": self.distill.key() if self.distill else None,
+                # a checkpoint whose widths were cut in other steps is not resumed
+                "steps": {"mlp": MLP_STEP, "hidden": HIDDEN_STEP, "rank": RANK_STEP}}
 
 
 def _target_params(settings: CompressSettings, original: int) -> int | None:

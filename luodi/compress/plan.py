@@ -1,7 +1,7 @@
 """The size target as amounts to remove per axis, and the pruned model built from them.
 
 Every listed axis gives up the same share s of what it can give (blocks: all but one; KV groups: all but
-one per block; MLP channels: all but STEP, in steps of STEP, int4's default group size, so the widths left
+one per block; MLP channels: all but MLP_STEP, in steps of MLP_STEP, int4's default group size, so the widths left
 divide into int4's blocks; hidden width: down to a multiple of HIDDEN_STEP and of the heads left, which
 transformers' config requires; a multiple of 32 too would leave SmolLM2's 9 heads only 288 or 576, so a
 hidden width int4's groups do not divide is refused by int4 at group 32, in one line);
@@ -24,7 +24,7 @@ from .prune_mlp import prune_mlp
 
 AXES = ("mlp", "heads", "hidden", "depth")  # applied in this order (depth renumbers blocks, so it is last)
 AUTO = ("mlp", "depth")
-STEP = DEFAULT_GROUP_SIZE  # MLP widths left divide into int4's blocks
+MLP_STEP = DEFAULT_GROUP_SIZE  # MLP widths left divide into int4's blocks
 HIDDEN_STEP = 8
 
 
@@ -49,8 +49,8 @@ def count_params(config: dict) -> int:
 
 
 def _removable(config: dict, axis: str) -> int:
-    """Units an axis can give: blocks (all but one), or MLP steps of STEP channels (all but one step)."""
-    return {"depth": config["num_hidden_layers"] - 1, "mlp": max(0, config["intermediate_size"] // STEP - 1)}[axis]
+    """Units an axis can give: blocks (all but one), or MLP steps of MLP_STEP channels (all but one step)."""
+    return {"depth": config["num_hidden_layers"] - 1, "mlp": max(0, config["intermediate_size"] // MLP_STEP - 1)}[axis]
 
 
 def _heads_removed(config: dict, share: float, hidden_pruned: bool) -> int:
@@ -77,7 +77,7 @@ def amounts(config: dict, axes: tuple, share: float) -> dict:
     found = {axis: math.floor(share * _removable(config, axis) + 1e-9) for axis in ("depth", "mlp") if axis in axes}
     if found.get("mlp"):  # channels: the width left is a whole number of steps
         width = config["intermediate_size"]
-        found["mlp"] = width - (width // STEP - found["mlp"]) * STEP
+        found["mlp"] = width - (width // MLP_STEP - found["mlp"]) * MLP_STEP
     heads_left = config["num_attention_heads"]
     if "heads" in axes:
         found["heads"] = _heads_removed(config, share, "hidden" in axes)

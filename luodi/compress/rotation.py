@@ -36,14 +36,17 @@ def _fold(weight: torch.Tensor, norm: torch.Tensor, q: torch.Tensor) -> torch.Te
     return ((weight.double() * norm.double()) @ q).float()
 
 
-def check_rotatable(config: dict, state: dict) -> None:
+def check_rotatable(config: dict, state: dict | None = None) -> None:
     """Refuse, in one line, a model the rotation would change: norms other than a plain RMSNorm before each
-    branch (LayerNorm, Gemma's (1 + w) and its norms after each branch), an ungated MLP, or projections it does
-    not know (Phi-3's fused ones)."""
+    branch (LayerNorm, Gemma's (1 + w) and its norms after each branch), an ungated MLP, or (given the
+    state dict) projections it does not know (Phi-3's fused ones). Without the state, the config alone is
+    checked, before any weight is loaded."""
     family = family_of(config.get("model_type", ""))
     if family.norm != "rms" or family.norm_offset or family.gemma_block or not family.gated_mlp:
-        raise LuodiError(f"rotating the residual stream needs Llama-style blocks (llama, mistral, qwen2, qwen3); "
-                         f"this is {family.name}")
+        raise LuodiError("rotating the residual stream needs Llama-style blocks (a plain RMSNorm before each "
+                         f"branch, a gated MLP); this is {family.name}")
+    if state is None:
+        return
     known = {"input_layernorm", "post_attention_layernorm", *(f"self_attn.{n}" for n in ATTENTION_IN),
              *(f"mlp.{n}" for n in MLP_IN), *_WRITERS}
     per_head = {"self_attn.q_norm", "self_attn.k_norm"}  # read q and k, not the stream: untouched
@@ -56,8 +59,8 @@ def check_rotatable(config: dict, state: dict) -> None:
                              f"{', '.join(sorted(known - names)) or 'nothing'}")
 
 
-def rotate_residual(state: dict, config: dict, seed: int) -> tuple[dict, dict]:
-    """(state dict, config) of the same model on the residual stream turned by a random orthogonal matrix
+def rotate_residual(config: dict, state: dict, seed: int) -> tuple[dict, dict]:
+    """(config, state dict) of the same model on the residual stream turned by a random orthogonal matrix
     (seeded); the config unties the embedding and the LM head (the head is its own tensor now)."""
     check_rotatable(config, state)
     q = random_orthogonal(config["hidden_size"], seed)
@@ -80,4 +83,4 @@ def rotate_residual(state: dict, config: dict, seed: int) -> tuple[dict, dict]:
             out[f"{p}{name}.weight"] = (q.T @ state[f"{p}{name}.weight"].double()).float()
             if f"{p}{name}.bias" in state:
                 out[f"{p}{name}.bias"] = (state[f"{p}{name}.bias"].double() @ q).float()
-    return out, config | {"tie_word_embeddings": False}
+    return config | {"tie_word_embeddings": False}, out

@@ -106,6 +106,12 @@ def search_recipe(onnx_path: Path, base: WeightQuantization, feeds: list[dict],
     return Recipe(chosen.method, chosen.group_size, chosen.head_bits).quantization(base), to_json(record)
 
 
+# A more precise sibling must miss the budget by more than this (perplexity increase, absolute) before the
+# coarser candidates of its method are passed over: scores of near-equal recipes differ by noise (±0.4% on
+# tiny-qwen2, docs/QUANTIZATION.md), and a coarser one may land inside a budget its sibling just missed.
+SKIP_MARGIN = 0.01
+
+
 def _more_precise(a: Recipe, b: Recipe) -> bool:
     """Whether `a` keeps at least everything `b` keeps: the same method, groups no larger, the head no narrower."""
     return a != b and a.method == b.method and a.group_size <= b.group_size and a.head_bits >= b.head_bits
@@ -116,9 +122,9 @@ def measure_candidates(candidates: list[Recipe], shapes: dict, head: str | None,
     """Every candidate's record, in cost order: measured (`measure(recipe)` -> (perplexity increase, KL)), or
     skipped with the reason. First each method's most precise candidate is measured (smallest group dividing
     every MatMul, head at int8); then, cheapest first, until one is within the budget. A candidate is not
-    measured when one of its own method that is more precise already missed the budget (coarser groups and a
-    narrower head lose more: true of every search recorded in docs/QUANTIZATION.md), so a model nothing fits
-    is refused after one trial per method."""
+    measured when one of its own method that is more precise already missed the budget by more than
+    SKIP_MARGIN (coarser groups and a narrower head lose more: true of every search recorded in
+    docs/QUANTIZATION.md beyond noise), so a model nothing fits is refused after one trial per method."""
     ordered = sorted(candidates, key=lambda r: r.cost(shapes, head))
     fits = [r for r in ordered if not any(k % r.group_size for k, _ in shapes.values())]
     most_precise = [min((r for r in fits if r.method == method), key=lambda r: (r.group_size, -r.head_bits))
@@ -128,7 +134,7 @@ def measure_candidates(candidates: list[Recipe], shapes: dict, head: str | None,
     for recipe in ordered:
         record = RecipeMeasurement(recipe.name, recipe.method, recipe.group_size, recipe.head_bits,
                                    float(f"{recipe.cost(shapes, head):.4g}"))
-        missed = next((r for r in results if _more_precise(r, recipe) and results[r][0] > budget), None)
+        missed = next((r for r in results if _more_precise(r, recipe) and results[r][0] > budget + SKIP_MARGIN), None)
         if recipe not in fits:
             undivided = sorted({k for k, _ in shapes.values() if k % recipe.group_size})
             record = replace(record, skipped=f"group {recipe.group_size} does not divide {undivided}")
